@@ -1,0 +1,1 @@
+"""Engines behind the API, each with an explicit open/close lifecycle. Imports nothing from the app."""

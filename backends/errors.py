@@ -1,0 +1,19 @@
+"""The small error tree every backend translates its driver errors into, exactly once."""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """Base class of the errors a backend raises."""
+
+
+class BackendStateError(BackendError):
+    """A backend was used before `open()` or after `close()`."""
+
+
+class BackendUnavailable(BackendError):
+    """The engine behind a backend cannot be reached (down, refused, timed out)."""
+
+
+class MigrationError(BackendError):
+    """A migration file failed to apply; the transaction was rolled back."""
