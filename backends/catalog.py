@@ -1,0 +1,192 @@
+"""Catalog reads: units, categories, suppliers and keyset pages of materials.
+
+Every function takes lists of keys and answers them in one statement, so the DataLoaders
+above can batch a whole nesting level into one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from backends.postgres import PostgresBackend
+from backends.sql import PageSpec, SqlParams, keyset_condition, like_prefix
+
+MATERIAL_COLUMNS = (
+    "m.id, m.sku, m.name, m.description, m.category_id, m.unit_code, m.color, m.attributes, "
+    "m.created_at, m.updated_at, m.deleted_at"
+)
+
+# Sort expressions of MaterialOrderField; each has a matching (expr, id) index.
+MATERIAL_SORT_KEYS = {
+    "NAME": "m.name",
+    "SKU": "coalesce(m.sku, '')",
+    "CREATED_AT": "m.created_at",
+    "UPDATED_AT": "m.updated_at",
+}
+
+
+@dataclass(frozen=True)
+class MaterialFilterSpec:
+    """MaterialFilter with ids already decoded; hashable so it can be part of a loader key."""
+
+    category_id: int | None = None
+    include_subcategories: bool = True
+    unit: str | None = None
+    supplier_id: int | None = None
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    currency: str = "RUB"
+    sku_prefix: str | None = None
+    updated_since: datetime | None = None
+
+
+def _filter_conditions(spec: MaterialFilterSpec, params: SqlParams) -> list[str]:
+    where = ["m.deleted_at IS NULL"]
+    if spec.category_id is not None:
+        p = params.add(spec.category_id)
+        if spec.include_subcategories:
+            where.append(f"m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[{p}::bigint])")
+        else:
+            where.append(f"m.category_id = {p}")
+    if spec.unit is not None:
+        p = params.add(spec.unit.strip().lower())
+        where.append(f"m.unit_code = (SELECT ua.unit_code FROM unit_aliases ua WHERE ua.alias = {p})")
+    if spec.supplier_id is not None:
+        p = params.add(spec.supplier_id)
+        where.append(
+            f"EXISTS (SELECT 1 FROM current_prices cp WHERE cp.material_id = m.id AND cp.supplier_id = {p})"
+        )
+    if spec.price_min is not None or spec.price_max is not None:
+        cur = params.add(spec.currency.upper())
+        best = f"(SELECT min(cp.unit_price) FROM current_prices cp WHERE cp.material_id = m.id AND cp.currency = {cur})"
+        if spec.price_min is not None:
+            where.append(f"{best} >= {params.add(spec.price_min)}")
+        if spec.price_max is not None:
+            where.append(f"{best} <= {params.add(spec.price_max)}")
+    if spec.sku_prefix:
+        where.append(f"m.sku LIKE {params.add(like_prefix(spec.sku_prefix))}")
+    if spec.updated_since is not None:
+        where.append(f"m.updated_at >= {params.add(spec.updated_since)}")
+    return where
+
+
+def material_page_query(
+    spec: MaterialFilterSpec, page: PageSpec, *, scoped_to_categories: bool = False
+) -> tuple[str, list[Any]]:
+    """SQL for one page of materials; with `scoped_to_categories`, one page per category in $1."""
+    sort_expr = MATERIAL_SORT_KEYS[page.sort]
+    direction = "DESC" if page.descending else "ASC"
+    params = SqlParams([]) if scoped_to_categories else SqlParams()
+    where = _filter_conditions(spec, params)
+    keyset = keyset_condition(sort_expr, "m.id", page, params)
+    if keyset:
+        where.append(keyset)
+    limit = params.add(page.limit)
+    if not scoped_to_categories:
+        sql = (
+            f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m "
+            f"WHERE {' AND '.join(where)} ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
+        )
+        return sql, params.values
+    where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
+    sql = (
+        "SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ("
+        f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m "
+        f"WHERE {' AND '.join(where)} ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}) p"
+    )
+    return sql, params.values
+
+
+def material_count_query(spec: MaterialFilterSpec, *, scoped_to_categories: bool = False) -> tuple[str, list[Any]]:
+    params = SqlParams([]) if scoped_to_categories else SqlParams()
+    where = _filter_conditions(spec, params)
+    if not scoped_to_categories:
+        return f"SELECT count(*) FROM materials m WHERE {' AND '.join(where)}", params.values
+    where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
+    sql = (
+        "SELECT s.scope_id, (SELECT count(*) FROM materials m "
+        f"WHERE {' AND '.join(where)}) AS total FROM unnest($1::bigint[]) AS s(scope_id)"
+    )
+    return sql, params.values
+
+
+class CatalogReader:
+    """Batched reads of the catalog tables."""
+
+    def __init__(self, pg: PostgresBackend) -> None:
+        self.pg = pg
+
+    async def materials_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
+        return await self.pg.fetch(f"SELECT {MATERIAL_COLUMNS} FROM materials m WHERE m.id = ANY($1::bigint[])", ids)
+
+    async def materials_by_skus(self, skus: Sequence[str]) -> list[asyncpg.Record]:
+        return await self.pg.fetch(
+            f"SELECT {MATERIAL_COLUMNS} FROM materials m WHERE m.sku = ANY($1::text[]) AND m.deleted_at IS NULL",
+            skus,
+        )
+
+    async def material_page(self, spec: MaterialFilterSpec, page: PageSpec) -> list[asyncpg.Record]:
+        sql, args = material_page_query(spec, page)
+        return await self.pg.fetch(sql, *args)
+
+    async def material_count(self, spec: MaterialFilterSpec) -> int:
+        sql, args = material_count_query(spec)
+        return int(await self.pg.fetchval(sql, *args))
+
+    async def material_pages_by_category(
+        self, category_ids: Sequence[int], spec: MaterialFilterSpec, page: PageSpec
+    ) -> list[asyncpg.Record]:
+        sql, args = material_page_query(spec, page, scoped_to_categories=True)
+        args[0] = list(category_ids)
+        return await self.pg.fetch(sql, *args)
+
+    async def material_counts_by_category(
+        self, category_ids: Sequence[int], spec: MaterialFilterSpec
+    ) -> list[asyncpg.Record]:
+        sql, args = material_count_query(spec, scoped_to_categories=True)
+        args[0] = list(category_ids)
+        return await self.pg.fetch(sql, *args)
+
+    async def categories_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
+        return await self.pg.fetch("SELECT id, parent_id, name, path FROM categories WHERE id = ANY($1::bigint[])", ids)
+
+    async def categories_by_parent_ids(self, parent_ids: Sequence[int]) -> list[asyncpg.Record]:
+        return await self.pg.fetch(
+            "SELECT id, parent_id, name, path FROM categories WHERE parent_id = ANY($1::bigint[]) ORDER BY name, id",
+            parent_ids,
+        )
+
+    async def root_categories(self) -> list[asyncpg.Record]:
+        return await self.pg.fetch("SELECT id, parent_id, name, path FROM categories WHERE parent_id IS NULL ORDER BY name, id")
+
+    async def units_by_codes(self, codes: Sequence[str]) -> list[asyncpg.Record]:
+        return await self.pg.fetch("SELECT code, name, aliases FROM units WHERE code = ANY($1::text[])", codes)
+
+    async def all_units(self) -> list[asyncpg.Record]:
+        return await self.pg.fetch("SELECT code, name, aliases FROM units ORDER BY code")
+
+    async def unit_codes_by_aliases(self, aliases: Sequence[str]) -> list[asyncpg.Record]:
+        return await self.pg.fetch(
+            "SELECT alias, unit_code FROM unit_aliases WHERE alias = ANY($1::text[])", aliases
+        )
+
+    async def suppliers_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
+        return await self.pg.fetch("SELECT id, name, created_at FROM suppliers WHERE id = ANY($1::bigint[])", ids)
+
+    async def supplier_page(self, page: PageSpec) -> list[asyncpg.Record]:
+        params = SqlParams()
+        keyset = keyset_condition("name", "id", page, params)
+        where = f"WHERE {keyset}" if keyset else ""
+        limit = params.add(page.limit)
+        direction = "DESC" if page.descending else "ASC"
+        return await self.pg.fetch(
+            f"SELECT id, name, created_at, name AS sort_key FROM suppliers {where} "
+            f"ORDER BY name {direction}, id {direction} LIMIT {limit}",
+            *params.values,
+        )

@@ -1,0 +1,1 @@
+"""DataLoaders, one per entity and key, built per request."""

@@ -1,0 +1,49 @@
+"""Shared batching shapes: rows by key in key order, and one page per scope for a group of scopes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+K = TypeVar("K", bound=Hashable)
+A = TypeVar("A", bound=Hashable)
+
+
+def rows_in_key_order(keys: Sequence[K], rows: Sequence[asyncpg.Record], column: str) -> list[asyncpg.Record | None]:
+    """One row per key, in key order, None for a key with no row."""
+    by_key = {r[column]: r for r in rows}
+    return [by_key.get(k) for k in keys]
+
+
+def groups_in_key_order(keys: Sequence[K], rows: Sequence[asyncpg.Record], column: str) -> list[list[asyncpg.Record]]:
+    """All rows per key (in the rows' order), in key order, [] for a key with none."""
+    by_key: dict[Any, list[asyncpg.Record]] = defaultdict(list)
+    for r in rows:
+        by_key[r[column]].append(r)
+    return [by_key.get(k, []) for k in keys]
+
+
+async def scoped_pages(
+    keys: Sequence[tuple[int, A]],
+    fetch: Callable[[list[int], A], Awaitable[Sequence[asyncpg.Record]]],
+) -> list[list[asyncpg.Record]]:
+    """Answers (scope id, page arguments) keys with one statement per distinct arguments.
+
+    Sibling connections in one query (every category's `materials(first: 5)`) share their
+    arguments, so a whole nesting level costs one round trip.
+    """
+    scopes_by_args: dict[A, list[int]] = defaultdict(list)
+    for scope_id, args in keys:
+        if scope_id not in scopes_by_args[args]:
+            scopes_by_args[args].append(scope_id)
+    groups = list(scopes_by_args.items())
+    results = await asyncio.gather(*(fetch(scopes, args) for args, scopes in groups))
+    pages: dict[tuple[int, A], list[asyncpg.Record]] = defaultdict(list)
+    for (args, _), rows in zip(groups, results, strict=True):
+        for r in rows:
+            pages[(r["scope_id"], args)].append(r)
+    return [pages.get(k, []) for k in keys]

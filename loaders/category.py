@@ -1,0 +1,32 @@
+"""Category loaders: by id and children by parent id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+from strawberry.dataloader import DataLoader
+
+from backends.catalog import CatalogReader
+from loaders.base import groups_in_key_order, rows_in_key_order
+
+
+class CategoryByIdLoader(DataLoader[int, asyncpg.Record | None]):
+    def __init__(self, catalog: CatalogReader) -> None:
+        self.catalog = catalog
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, ids: Sequence[int]) -> list[asyncpg.Record | None]:
+        return rows_in_key_order(ids, await self.catalog.categories_by_ids(list(ids)), "id")
+
+
+class CategoriesByParentLoader(DataLoader[int, list[asyncpg.Record]]):
+    """Children of each category, by name."""
+
+    def __init__(self, catalog: CatalogReader) -> None:
+        self.catalog = catalog
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, parent_ids: Sequence[int]) -> list[list[asyncpg.Record]]:
+        rows = await self.catalog.categories_by_parent_ids(list(parent_ids))
+        return groups_in_key_order(parent_ids, rows, "parent_id")

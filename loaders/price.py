@@ -1,0 +1,72 @@
+"""Price loaders: current prices, history pages, price lists and their prices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+from strawberry.dataloader import DataLoader
+
+from backends.prices import HistorySpec, PriceReader
+from backends.sql import PageSpec
+from loaders.base import groups_in_key_order, rows_in_key_order, scoped_pages
+
+
+class CurrentPricesByMaterialLoader(DataLoader[int, list[asyncpg.Record]]):
+    """The latest price of every supplier for each material, cheapest first."""
+
+    def __init__(self, prices: PriceReader) -> None:
+        self.prices = prices
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, material_ids: Sequence[int]) -> list[list[asyncpg.Record]]:
+        rows = await self.prices.current_prices_by_material_ids(list(material_ids))
+        return groups_in_key_order(material_ids, rows, "material_id")
+
+
+HistoryArgs = tuple[HistorySpec, PageSpec]
+
+
+class PriceHistoryByMaterialLoader(DataLoader[tuple[int, HistoryArgs], list[asyncpg.Record]]):
+    """Material.priceHistory pages: (material id, (filters, page)) -> rows, newest first."""
+
+    def __init__(self, prices: PriceReader) -> None:
+        self.prices = prices
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, keys: Sequence[tuple[int, HistoryArgs]]) -> list[list[asyncpg.Record]]:
+        async def fetch(scopes: list[int], args: HistoryArgs) -> Sequence[asyncpg.Record]:
+            return await self.prices.history_pages_by_material_ids(scopes, *args)
+
+        return await scoped_pages(keys, fetch)
+
+
+class PricesByPriceListLoader(DataLoader[tuple[int, PageSpec], list[asyncpg.Record]]):
+    """PriceList.prices pages: (price list id, page) -> rows."""
+
+    def __init__(self, prices: PriceReader) -> None:
+        self.prices = prices
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, keys: Sequence[tuple[int, PageSpec]]) -> list[list[asyncpg.Record]]:
+        return await scoped_pages(keys, self.prices.price_pages_by_price_list_ids)
+
+
+class PriceListByIdLoader(DataLoader[int, asyncpg.Record | None]):
+    def __init__(self, prices: PriceReader) -> None:
+        self.prices = prices
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, ids: Sequence[int]) -> list[asyncpg.Record | None]:
+        return rows_in_key_order(ids, await self.prices.price_lists_by_ids(list(ids)), "id")
+
+
+class PriceListsBySupplierLoader(DataLoader[tuple[int, PageSpec], list[asyncpg.Record]]):
+    """Supplier.priceLists pages: (supplier id, page) -> rows, newest version first."""
+
+    def __init__(self, prices: PriceReader) -> None:
+        self.prices = prices
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, keys: Sequence[tuple[int, PageSpec]]) -> list[list[asyncpg.Record]]:
+        return await scoped_pages(keys, self.prices.price_list_pages_by_supplier_ids)

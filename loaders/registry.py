@@ -1,0 +1,61 @@
+"""The set of DataLoaders one request uses, built fresh for each request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.catalog import CatalogReader
+from backends.prices import PriceReader
+from loaders.category import CategoriesByParentLoader, CategoryByIdLoader
+from loaders.material import (
+    MaterialByIdLoader,
+    MaterialBySkuLoader,
+    MaterialCountByCategoryLoader,
+    MaterialsByCategoryLoader,
+)
+from loaders.price import (
+    CurrentPricesByMaterialLoader,
+    PriceHistoryByMaterialLoader,
+    PriceListByIdLoader,
+    PriceListsBySupplierLoader,
+    PricesByPriceListLoader,
+)
+from loaders.supplier import SupplierByIdLoader
+from loaders.unit import UnitByCodeLoader, UnitCodeByAliasLoader
+
+
+@dataclass(frozen=True)
+class RequestLoaders:
+    material_by_id: MaterialByIdLoader
+    material_by_sku: MaterialBySkuLoader
+    materials_by_category: MaterialsByCategoryLoader
+    material_count_by_category: MaterialCountByCategoryLoader
+    category_by_id: CategoryByIdLoader
+    categories_by_parent: CategoriesByParentLoader
+    unit_by_code: UnitByCodeLoader
+    unit_code_by_alias: UnitCodeByAliasLoader
+    supplier_by_id: SupplierByIdLoader
+    current_prices_by_material: CurrentPricesByMaterialLoader
+    price_history_by_material: PriceHistoryByMaterialLoader
+    prices_by_price_list: PricesByPriceListLoader
+    price_list_by_id: PriceListByIdLoader
+    price_lists_by_supplier: PriceListsBySupplierLoader
+
+    @classmethod
+    def build(cls, catalog: CatalogReader, prices: PriceReader) -> RequestLoaders:
+        return cls(
+            material_by_id=MaterialByIdLoader(catalog),
+            material_by_sku=MaterialBySkuLoader(catalog),
+            materials_by_category=MaterialsByCategoryLoader(catalog),
+            material_count_by_category=MaterialCountByCategoryLoader(catalog),
+            category_by_id=CategoryByIdLoader(catalog),
+            categories_by_parent=CategoriesByParentLoader(catalog),
+            unit_by_code=UnitByCodeLoader(catalog),
+            unit_code_by_alias=UnitCodeByAliasLoader(catalog),
+            supplier_by_id=SupplierByIdLoader(catalog),
+            current_prices_by_material=CurrentPricesByMaterialLoader(prices),
+            price_history_by_material=PriceHistoryByMaterialLoader(prices),
+            prices_by_price_list=PricesByPriceListLoader(prices),
+            price_list_by_id=PriceListByIdLoader(prices),
+            price_lists_by_supplier=PriceListsBySupplierLoader(prices),
+        )

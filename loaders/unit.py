@@ -1,0 +1,33 @@
+"""Unit loader by canonical code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+from strawberry.dataloader import DataLoader
+
+from backends.catalog import CatalogReader
+from loaders.base import rows_in_key_order
+
+
+class UnitByCodeLoader(DataLoader[str, asyncpg.Record | None]):
+    def __init__(self, catalog: CatalogReader) -> None:
+        self.catalog = catalog
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, codes: Sequence[str]) -> list[asyncpg.Record | None]:
+        return rows_in_key_order(codes, await self.catalog.units_by_codes(list(codes)), "code")
+
+
+class UnitCodeByAliasLoader(DataLoader[str, str | None]):
+    """Canonical unit code for any spelling of a unit (lower-cased), None when unknown."""
+
+    def __init__(self, catalog: CatalogReader) -> None:
+        self.catalog = catalog
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, aliases: Sequence[str]) -> list[str | None]:
+        rows = await self.catalog.unit_codes_by_aliases([a.strip().lower() for a in aliases])
+        found = {r["alias"]: r["unit_code"] for r in rows}
+        return [found.get(a.strip().lower()) for a in aliases]
