@@ -1,0 +1,1 @@
+"""Pure-ASGI middleware and Strawberry schema extensions."""

@@ -1,0 +1,1 @@
+"""Thin resolvers: read arguments, call loaders, shape what the schema types wrap."""

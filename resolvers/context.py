@@ -1,0 +1,22 @@
+"""The typed context every resolver reads through `strawberry.Info[Context]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backends.catalog import CatalogReader
+from backends.prices import PriceReader
+from loaders.registry import RequestLoaders
+
+
+@dataclass
+class Context:
+    """Per-request state: the request, its DataLoaders, and the readers behind them."""
+
+    request: Any
+    response: Any
+    loaders: RequestLoaders
+    catalog: CatalogReader
+    prices: PriceReader
+    max_page_size: int = 100

@@ -1,0 +1,181 @@
+"""Materials, their connection type and filter/order inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import asyncpg
+import strawberry
+from strawberry.scalars import JSON
+
+from resolvers import prices as price_resolvers
+from resolvers.context import Context
+from resolvers.ids import to_global_id
+from resolvers.pagination import Page
+from schema.category import Category
+from schema.node import Node, PageInfo
+from schema.prefetch import Relation, prefetch_nodes
+from schema.unit import Unit
+
+if TYPE_CHECKING:
+    from schema.price import Price, PriceConnection
+
+
+@strawberry.enum
+class OrderDirection(Enum):
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@strawberry.enum
+class MaterialOrderField(Enum):
+    NAME = "NAME"
+    SKU = "SKU"
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+
+
+@strawberry.input
+class MaterialOrder:
+    field: MaterialOrderField
+    direction: OrderDirection | None = OrderDirection.ASC
+
+
+@strawberry.input
+class MaterialFilter:
+    category_id: strawberry.ID | None = None
+    include_subcategories: bool | None = True
+    unit: str | None = strawberry.field(default=None, description="Any alias of a unit (м3, куб.м, m3 ...).")
+    supplier_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Materials this supplier currently prices."
+    )
+    price_min: Decimal | None = strawberry.field(default=None, description="On the best current unit price.")
+    price_max: Decimal | None = None
+    currency: str | None = "RUB"
+    sku_prefix: str | None = None
+    updated_since: datetime | None = None
+
+
+@strawberry.type
+class Material(Node):
+    id: strawberry.ID
+    sku: str | None
+    name: str
+    description: str | None
+    color: str | None
+    attributes: JSON | None
+    created_at: datetime
+    updated_at: datetime
+    pk: strawberry.Private[int]
+    category_id: strawberry.Private[int | None]
+    unit_code: strawberry.Private[str]
+    prefetched: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
+    TYPE_NAMES: ClassVar[frozenset[str]] = frozenset({"Material", "Node"})
+    RELATIONS: ClassVar[dict[str, Relation]] = {}
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Material:
+        return cls(
+            id=strawberry.ID(to_global_id("Material", row["id"])),
+            sku=row["sku"],
+            name=row["name"],
+            description=row["description"],
+            color=row["color"],
+            attributes=row["attributes"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            pk=row["id"],
+            category_id=row["category_id"],
+            unit_code=row["unit_code"],
+        )
+
+    @classmethod
+    def from_optional_row(cls, row: asyncpg.Record | None) -> Material | None:
+        return None if row is None else cls.from_row(row)
+
+    @strawberry.field
+    def category(self, info: strawberry.Info[Context, None]) -> Category | None:
+        return self.RELATIONS["category"].resolve(self, info.context)
+
+    @strawberry.field
+    def unit(self, info: strawberry.Info[Context, None]) -> Unit:
+        return self.RELATIONS["unit"].resolve(self, info.context)
+
+    @strawberry.field(description="Latest price from each supplier.")
+    def current_prices(
+        self, info: strawberry.Info[Context, None]
+    ) -> list[Annotated[Price, strawberry.lazy("schema.price")]]:
+        return self.RELATIONS["currentPrices"].resolve(self, info.context)
+
+    @strawberry.field(description="Lowest current unit price in the currency.")
+    async def best_price(
+        self, info: strawberry.Info[Context, None], currency: str | None = "RUB"
+    ) -> Annotated[Price, strawberry.lazy("schema.price")] | None:
+        from schema.price import Price
+
+        wanted = (currency or "RUB").strip().upper()
+        # The loader's rows are cheapest first, so the first match is the best price.
+        for row in await info.context.loaders.current_prices_by_material.load(self.pk):
+            if row["currency"] == wanted:
+                return Price.from_row(row)
+        return None
+
+    @strawberry.field
+    async def price_history(
+        self,
+        info: strawberry.Info[Context, None],
+        supplier_id: strawberry.ID | None = None,
+        since: datetime | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> Annotated[PriceConnection, strawberry.lazy("schema.price")]:
+        from schema.price import PriceConnection
+
+        page = await price_resolvers.price_history_page(info.context, self.pk, supplier_id, since, first, after)
+        return await PriceConnection.from_page(page, info)
+
+
+@strawberry.type
+class MaterialEdge:
+    cursor: str
+    node: Material
+
+
+@strawberry.type
+class MaterialConnection:
+    edges: list[MaterialEdge]
+    page_info: PageInfo
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @classmethod
+    async def from_page(
+        cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
+    ) -> MaterialConnection:
+        edges = [MaterialEdge(cursor=c, node=Material.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
+        await prefetch_nodes(info, [e.node for e in edges])
+        return cls(edges=edges, page_info=PageInfo.of(page.cursors, page.has_next_page, page.has_previous_page),
+                   count=count)
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await self.count()
+
+
+def _price_rows(rows: list[asyncpg.Record]) -> list[Any]:
+    from schema.price import Price
+
+    return Price.from_rows(rows)
+
+
+Material.RELATIONS.update(
+    category=Relation("category", lambda m: m.category_id, lambda c: c.loaders.category_by_id,
+                      Category.from_optional_row),
+    unit=Relation("unit", lambda m: m.unit_code, lambda c: c.loaders.unit_by_code, Unit.from_row),
+    currentPrices=Relation("currentPrices", lambda m: m.pk, lambda c: c.loaders.current_prices_by_material,
+                           _price_rows),
+)

@@ -1,0 +1,107 @@
+"""The Query root of the read side."""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import catalog as catalog_resolvers
+from resolvers.context import Context
+from resolvers.errors import InvalidArgument
+from resolvers.ids import decode_id, parse_global_id
+from schema.category import Category
+from schema.material import Material, MaterialConnection, MaterialFilter, MaterialOrder, OrderDirection
+from schema.node import Node
+from schema.prefetch import prefetch_direct
+from schema.price import PriceList
+from schema.supplier import Supplier, SupplierConnection
+from schema.unit import Unit
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def node(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Node | None:
+        parsed = parse_global_id(id)
+        if parsed is None:
+            raise InvalidArgument(["id"], f'"{id}" is not a valid ID')
+        type_name, pk = parsed
+        loaders = info.context.loaders
+        node: Node | None
+        if type_name == "Material":
+            row = await loaders.material_by_id.load(pk)
+            node = Material.from_row(row) if row and row["deleted_at"] is None else None
+        elif type_name == "Category":
+            node = Category.from_optional_row(await loaders.category_by_id.load(pk))
+        elif type_name == "Supplier":
+            row = await loaders.supplier_by_id.load(pk)
+            node = Supplier.from_row(row) if row else None
+        elif type_name == "PriceList":
+            node = PriceList.from_optional_row(await loaders.price_list_by_id.load(pk))
+        else:
+            raise InvalidArgument(["id"], f'"{id}" names an unknown type {type_name}')
+        if node is not None:
+            await prefetch_direct(info, [node])
+        return node
+
+    @strawberry.field
+    async def material(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID | None = None, sku: str | None = None
+    ) -> Material | None:
+        row = await catalog_resolvers.material_by_id_or_sku(info.context, id, sku)
+        if row is None:
+            return None
+        material = Material.from_row(row)
+        await prefetch_direct(info, [material])
+        return material
+
+    @strawberry.field
+    async def materials(
+        self,
+        info: strawberry.Info[Context, None],
+        filter: MaterialFilter | None = None,
+        order_by: MaterialOrder | None = None,
+        first: int | None = 20,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> MaterialConnection:
+        sort = order_by.field.value if order_by else "NAME"
+        descending = bool(order_by and order_by.direction == OrderDirection.DESC)
+        spec = catalog_resolvers.filter_spec(filter)
+        page, total = await catalog_resolvers.materials_page(
+            info.context, spec, sort, descending, first, after, last, before
+        )
+        return await MaterialConnection.from_page(page, total, info)
+
+    @strawberry.field(description="Roots when parentId is null.")
+    async def categories(
+        self, info: strawberry.Info[Context, None], parent_id: strawberry.ID | None = None
+    ) -> list[Category]:
+        if parent_id is None:
+            rows = await info.context.catalog.root_categories()
+        else:
+            rows = await info.context.loaders.categories_by_parent.load(
+                decode_id(parent_id, "Category", ["parentId"])
+            )
+        categories = Category.from_rows(rows)
+        await prefetch_direct(info, categories)
+        return categories
+
+    @strawberry.field
+    async def units(self, info: strawberry.Info[Context, None]) -> list[Unit]:
+        return [Unit.from_row(r) for r in await info.context.catalog.all_units()]
+
+    @strawberry.field
+    async def suppliers(
+        self, info: strawberry.Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> SupplierConnection:
+        return await SupplierConnection.from_page(await catalog_resolvers.suppliers_page(info.context, first, after), info)
+
+    @strawberry.field
+    async def price_list(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> PriceList | None:
+        price_list = PriceList.from_optional_row(
+            await info.context.loaders.price_list_by_id.load(decode_id(id, "PriceList", ["id"]))
+        )
+        if price_list is not None:
+            await prefetch_direct(info, [price_list])
+        return price_list
