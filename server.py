@@ -1,0 +1,270 @@
+"""Composition root: settings, backends, schema, middleware, and the command line.
+
+    python server.py                 # serve (the default subcommand)
+    python server.py migrate         # apply pending migrations
+    python server.py seed --materials 100000 --prices 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from strawberry.extensions import ParserCache, ValidationCache
+
+from backends.catalog import CatalogReader
+from backends.embedded_postgres import start_embedded_postgres
+from backends.migrator import apply_migrations, pending_migrations
+from backends.postgres import PostgresBackend
+from backends.prices import PriceReader
+from loaders.registry import RequestLoaders
+from middleware.graphiql import find_graphiql_assets
+from middleware.graphql_view import CatalogGraphQL
+from middleware.query_stats import QueryStatsExtension
+from resolvers.context import Context
+from schema import build_schema
+
+log = logging.getLogger("materials")
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"setting {name} must be a whole number (got {raw!r})") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read from the environment once, here."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    data_dir: Path = Path(".data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    debug: bool = False
+    workers: int = 1
+    pg_pool_min: int = 1
+    pg_pool_max: int = 10
+    max_page_size: int = 100
+    auto_migrate: bool = True
+    seed_demo: bool = True
+    graphiql: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        database_url = env.get("DATABASE_URL") or None
+        return cls(
+            database_url=database_url,
+            redis_url=env.get("REDIS_URL") or None,
+            qdrant_url=env.get("QDRANT_URL") or None,
+            data_dir=Path(env.get("DATA_DIR") or ".data"),
+            host=env.get("HOST") or "127.0.0.1",
+            port=_int(env, "PORT", 8000),
+            debug=_flag(env.get("DEBUG")),
+            workers=_int(env, "WORKERS", 1),
+            pg_pool_min=_int(env, "PG_POOL_MIN", 1),
+            pg_pool_max=_int(env, "PG_POOL_MAX", 10),
+            max_page_size=_int(env, "MAX_PAGE_SIZE", 100),
+            auto_migrate=_flag(env.get("AUTO_MIGRATE"), default=True),
+            # The demo catalog is for the embedded default; a real DATABASE_URL is left alone.
+            seed_demo=_flag(env.get("SEED_DEMO"), default=database_url is None),
+            graphiql=_flag(env.get("GRAPHIQL"), default=True),
+        )
+
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, else the DSN of the embedded PostgreSQL in DATA_DIR (started on demand)."""
+        return self.database_url or start_embedded_postgres(self.data_dir)
+
+
+DEMO_MATERIALS = 2_000
+DEMO_PRICES = 30_000
+
+
+async def prepare_database(pg: PostgresBackend, settings: Settings) -> None:
+    """Migrations, then the demo catalog when the catalog is empty and demo seeding is on."""
+    async with pg.pool.acquire() as conn:
+        if settings.auto_migrate:
+            applied = await apply_migrations(conn)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+        if settings.seed_demo and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM materials)"):
+            from backends.seed import seed_catalog
+
+            # Serialised with other instances seeding at the same time by a transaction lock.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('demo-seed'))")
+                if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM materials)"):
+                    report = await seed_catalog(conn, materials=DEMO_MATERIALS, prices=DEMO_PRICES)
+                    log.info("loaded the demo catalog: %s", report)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
+    settings = settings or Settings.from_env(os.environ)
+    pg = PostgresBackend(settings.resolved_database_url(), min_size=settings.pg_pool_min,
+                         max_size=settings.pg_pool_max)
+    catalog, prices = CatalogReader(pg), PriceReader(pg)
+
+    extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
+    if settings.debug:
+        extensions.append(QueryStatsExtension)
+    schema = build_schema(extensions)
+
+    def make_context(request: Any, response: Any) -> Context:
+        return Context(
+            request=request,
+            response=response,
+            loaders=RequestLoaders.build(catalog, prices),
+            catalog=catalog,
+            prices=prices,
+            max_page_size=settings.max_page_size,
+        )
+
+    assets = find_graphiql_assets()
+    graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
+                                 graphiql_enabled=settings.graphiql)
+
+    async def live(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> JSONResponse:
+        started = time.perf_counter()
+        try:
+            async with pg.pool.acquire() as conn:
+                pending = await pending_migrations(conn)
+            state: dict[str, Any] = {"status": "up" if not pending else "migrating", "pendingMigrations": pending}
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            state = {"status": "down", "error": str(exc)}
+        state["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
+        ok = state["status"] == "up"
+        return JSONResponse({"status": "ready" if ok else "not ready", "postgres": state},
+                            status_code=200 if ok else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await pg.open()
+        try:
+            await prepare_database(pg, settings)
+            yield
+        finally:
+            await pg.close()
+
+    routes: list[Any] = [
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/graphql", graphql_app),
+        WebSocketRoute("/graphql", graphql_app),
+    ]
+    if assets is not None:
+        routes.insert(0, Mount(assets.url_prefix, StaticFiles(directory=assets.directory), name="graphiql-assets"))
+    app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pg = pg
+    return app
+
+
+def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    workers = args.workers or settings.workers
+    host, port = args.host or settings.host, args.port or settings.port
+    if workers > 1:
+        # Workers build their own app from the environment: hand them the resolved DSN.
+        os.environ["DATABASE_URL"] = settings.resolved_database_url()
+        uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False)
+        return
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+async def _with_connection(settings: Settings, work: Any) -> Any:
+    pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+    async with pg:
+        async with pg.pool.acquire() as conn:
+            return await work(conn)
+
+
+def _command_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    applied = asyncio.run(_with_connection(settings, apply_migrations))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _command_seed(settings: Settings, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from backends.seed import seed_catalog
+
+    bar = tqdm(desc="seeding", unit=" rows", disable=args.quiet)
+
+    def progress(stage: str, count: int) -> None:
+        bar.set_postfix_str(stage)
+        bar.update(count)
+
+    async def work(conn: Any) -> Any:
+        await apply_migrations(conn)
+        async with conn.transaction():
+            return await seed_catalog(conn, materials=args.materials, prices=args.prices,
+                                      suppliers=args.suppliers, months=args.months, seed=args.seed,
+                                      progress=progress)
+
+    report = asyncio.run(_with_connection(settings, work))
+    bar.close()
+    print(report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description="Construction-materials GraphQL API.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the HTTP server (default)")
+    serve.add_argument("--host", help="bind address (HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1)")
+    sub.add_parser("migrate", help="apply pending SQL migrations and exit")
+    seed = sub.add_parser("seed", help="load a synthetic catalog (COPY) for development and benchmarks")
+    seed.add_argument("--materials", type=int, default=100_000, help="materials to create (default 100000)")
+    seed.add_argument("--prices", type=int, default=1_000_000, help="price rows to create (default 1000000)")
+    seed.add_argument("--suppliers", type=int, default=None, help="suppliers (default: scaled to materials)")
+    seed.add_argument("--months", type=int, default=24, help="months of monthly price history (default 24)")
+    seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same catalog)")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env(os.environ)
+    command = args.command or "serve"
+    if command == "serve" and args.command is None:
+        args = build_parser().parse_args(["serve"])
+    {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed}[command](settings, args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""N+1 never happens: the SQL round trips of a query do not grow with the page size."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+
+from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
+from tests.conftest import gql
+
+PAGE_QUERY = """query($n: Int!) { materials(first: $n) { edges { node {
+    name category { name } unit { code } currentPrices { unitPrice supplier { name } } } } } }"""
+
+
+async def fill(conn: asyncpg.Connection, materials: int = 120, suppliers: int = 3) -> int:
+    root = await insert_category(conn, "Металлопрокат")
+    leaf = await insert_category(conn, "Арматура", root)
+    ids = [
+        await insert_material(conn, f"Арматура А500С Ø{8 + i % 30}мм партия {i:03d}", "т", sku=f"ARM{i:04d}",
+                              category_id=leaf if i % 2 else root)
+        for i in range(materials)
+    ]
+    for s in range(suppliers):
+        sid = await insert_supplier(conn, f"ООО «Металлбаза-{s}»")
+        await insert_price_list(conn, sid, 1, JAN, [(m, f"{60000 + s * 100 + i}.00", "RUB") for i, m in enumerate(ids)])
+    return leaf
+
+
+async def round_trips(client: httpx.AsyncClient, query: str, variables: dict) -> tuple[int, dict]:
+    # The first run of a shape may open pool connections, and a new connection spends
+    # round trips on type introspection: count the steady state, which is what every
+    # later request pays.
+    await gql(client, query, variables)
+    body = await gql(client, query, variables)
+    assert "errors" not in body, body["errors"]
+    return body["extensions"]["queryStats"]["sqlRoundTrips"], body["data"]
+
+
+async def test_page_of_100_costs_the_same_round_trips_as_page_of_5(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await fill(conn)
+    small, data5 = await round_trips(client, PAGE_QUERY, {"n": 5})
+    large, data100 = await round_trips(client, PAGE_QUERY, {"n": 100})
+    assert len(data5["materials"]["edges"]) == 5 and len(data100["materials"]["edges"]) == 100
+    assert all(len(e["node"]["currentPrices"]) == 3 for e in data100["materials"]["edges"])
+    # materials page; then category, unit, currentPrices (one batch each); then suppliers.
+    assert small == large == 5
+
+
+async def test_nested_connections_batch_per_level(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    await fill(conn, materials=40)
+    query = """{ categories { name children { name } materials(first: 10) { totalCount edges { node {
+        name priceHistory(first: 2) { edges { node { unitPrice supplier { name } priceList { version } } } }
+    } } } } }"""
+    trips, data = await round_trips(client, query, {})
+    assert len(data["categories"]) == 1 and len(data["categories"][0]["materials"]["edges"]) == 10
+    # roots; children, material pages, counts; price histories; suppliers, price lists.
+    assert trips == 7
+    for extra in range(4):  # more categories at each level cost nothing more
+        root = await insert_category(conn, f"Кровля {extra}")
+        await insert_category(conn, f"Металлочерепица {extra}", root)
+        await insert_material(conn, f"Профлист С8 {extra}", "м²", category_id=root)
+    trips_more, data_more = await round_trips(client, query, {})
+    assert len(data_more["categories"]) == 5
+    assert trips_more == trips
+
+
+async def test_w1_material_with_latest_prices(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    await fill(conn, materials=3)
+    ids = await conn.fetch("SELECT id FROM materials ORDER BY id")
+    import base64
+
+    mid = base64.b64encode(f"Material:{ids[0]['id']}".encode()).decode()
+    query = """query($id: ID!) { material(id: $id) { name category { name }
+        priceHistory(first: 5) { edges { node { unitPrice supplier { name } } } } } }"""
+    trips, data = await round_trips(client, query, {"id": mid})
+    assert len(data["material"]["priceHistory"]["edges"]) == 3
+    assert trips == 4  # material; category + history; suppliers
