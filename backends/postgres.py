@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from backends.errors import BackendStateError, BackendUnavailable
 
@@ -129,7 +129,7 @@ class PostgresBackend:
 
     @staticmethod
     async def _init_connection(conn: asyncpg.Connection) -> None:
-        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec("jsonb", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
         # asyncpg introspects bigint[] (the `= ANY($1::bigint[])` of every batch) on first
         # use; doing it here keeps that cost out of the first requests a connection serves.
         await conn.fetchval("SELECT NULL::bigint[]")
@@ -194,3 +194,7 @@ async def copy_records(
 ) -> None:
     """COPY rows into a table (binary protocol): the bulk path for seeds and imports."""
     await conn.copy_records_to_table(table, columns=list(columns), records=records)
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from functools import lru_cache
 
 from resolvers.errors import InvalidArgument
 
 
+@lru_cache(maxsize=1 << 16)
 def to_global_id(type_name: str, pk: int) -> str:
+    # Memoized: a page names the same categories, units and suppliers many times over.
     return base64.b64encode(f"{type_name}:{pk}".encode()).decode("ascii")
 
 

@@ -9,16 +9,23 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 
 from schema.category import Category
+from schema.execution import CompiledExecutionContext
 from schema.material import Material
 from schema.price import PriceList
 from schema.query import Query
 from schema.supplier import Supplier
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension] | SchemaExtension] = ()) -> strawberry.Schema:
-    """The executable schema with the given extensions, in the order given."""
+def build_schema(
+    extensions: Sequence[type[SchemaExtension] | SchemaExtension] = (), *, compiled: bool = True
+) -> strawberry.Schema:
+    """The executable schema with the given extensions, in the order given.
+
+    `compiled=False` leaves every field to graphql-core (tests compare the two).
+    """
     return strawberry.Schema(
         query=Query,
         types=[Material, Category, Supplier, PriceList],
         extensions=list[Any](extensions),
+        execution_context_class=CompiledExecutionContext if compiled else None,
     )

@@ -7,8 +7,9 @@ import httpx
 import pytest
 
 from resolvers.errors import InvalidArgument
+from resolvers.ids import to_global_id
 from resolvers.pagination import decode_cursor, encode_cursor
-from tests.catalog_fixtures import insert_material
+from tests.catalog_fixtures import insert_category, insert_material
 from tests.conftest import gql, gql_data
 
 WALK = """query($after: String, $order: MaterialOrder) { materials(first: 7, after: $after, orderBy: $order) {
@@ -94,3 +95,57 @@ def test_cursor_round_trip_keeps_datetimes_and_rejects_tampering() -> None:
     assert (key.value, key.id) == (when, 42)
     with pytest.raises(InvalidArgument, match="is not a valid cursor"):
         decode_cursor(cursor[:-4] + "AAAA", "k", "after")
+
+
+SUBTREE = """query($cat: ID!, $after: String, $before: String, $first: Int, $last: Int, $dir: OrderDirection) {
+  materials(filter: {categoryId: $cat}, first: $first, after: $after, last: $last, before: $before,
+            orderBy: {field: NAME, direction: $dir}) {
+    edges { node { sku } } pageInfo { hasNextPage hasPreviousPage endCursor startCursor } } }"""
+
+
+@pytest.mark.parametrize("direction", ["ASC", "DESC"])
+async def test_subtree_pages_merge_categories_in_name_order(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, direction: str
+) -> None:
+    """A category with subcategories is read as a merge of per-category pages; the walk must
+    still follow the global name order across categories, forwards and backwards."""
+    root = await insert_category(conn, "Стеновые материалы")
+    kids = [await insert_category(conn, n, root) for n in ("Кирпич", "Блоки")]
+    grandchild = await insert_category(conn, "Газобетон", kids[1])
+    other = await insert_category(conn, "Кровля")
+    homes = [root, *kids, grandchild]
+    expected = []
+    for i in range(41):
+        sku = f"W{i:03d}"
+        # Names interleave across the categories, and some repeat (the id breaks the tie).
+        await insert_material(conn, f"Материал {(i * 7) % 23:02d}", "шт", sku=sku, category_id=homes[i % 4])
+        expected.append(((i * 7) % 23, sku))
+    await insert_material(conn, "Материал 00 кровельный", "м²", sku="ROOF", category_id=other)
+    ids = {r["sku"]: r["id"] for r in await conn.fetch("SELECT sku, id FROM materials")}
+    expected.sort(key=lambda e: (e[0], ids[e[1]]), reverse=direction == "DESC")
+    want = [sku for _, sku in expected]
+    cat = to_global_id("Category", root)
+
+    seen, after = [], None
+    while True:
+        page = (await gql_data(client, SUBTREE, {"cat": cat, "after": after, "first": 6, "dir": direction}))["materials"]
+        seen += [e["node"]["sku"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == want
+
+    back, before = [], None
+    while True:
+        page = (await gql_data(client, SUBTREE, {"cat": cat, "before": before, "last": 5, "dir": direction}))["materials"]
+        back = [e["node"]["sku"] for e in page["edges"]] + back
+        if not page["pageInfo"]["hasPreviousPage"]:
+            break
+        before = page["pageInfo"]["startCursor"]
+    assert back == want
+
+    # Category.materials takes the same path for a page per category.
+    nested = await gql_data(client, "query($cat: ID!) { node(id: $cat) { ... on Category { materials(first: 50) { "
+                            "edges { node { sku } } } } } }", {"cat": cat})
+    ascending = sorted(expected, key=lambda e: (e[0], ids[e[1]]))
+    assert [e["node"]["sku"] for e in nested["node"]["materials"]["edges"]] == [sku for _, sku in ascending]

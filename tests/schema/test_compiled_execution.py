@@ -1,0 +1,129 @@
+"""The compiled execution path gives exactly what graphql-core alone gives.
+
+Every document below runs through two schemas over the same database: the production one
+(CompiledExecutionContext) and one that leaves every field to graphql-core. Data, errors
+and error paths must be identical, on the first run and on later runs that reuse the
+compiled plans.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from strawberry.extensions import ParserCache, ValidationCache
+
+from backends.catalog import CatalogReader
+from backends.postgres import PostgresBackend
+from backends.prices import PriceReader
+from loaders.registry import RequestLoaders
+from resolvers.context import Context
+from resolvers.ids import to_global_id
+from schema import build_schema
+from schema.execution import CompiledExecutionContext
+from tests.catalog_fixtures import small_catalog
+
+MATERIAL_PAGE = """query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) {
+  totalCount
+  edges { cursor node { __typename id sku name description color attributes createdAt
+    unit { code name aliases } category { id name parent { id name } children { id } }
+    currentPrices { unitPrice currency buyPrice stock validFrom supplier { id name } priceList { id version status }
+                    calcUnit { code } material { sku } }
+    cheapest: bestPrice { unitPrice supplier { name } }
+    usd: bestPrice(currency: "USD") { unitPrice }
+    priceHistory(first: 3) { edges { node { unitPrice validFrom supplier { name } } } pageInfo { hasNextPage } } } }
+  pageInfo { hasNextPage endCursor } } }"""
+
+FRAGMENTS = """query($id: ID!, $withPrices: Boolean!, $skipUnit: Boolean!) {
+  node(id: $id) { __typename id ...M ... on Category { name } }
+  again: material(id: $id) { ...M first: name second: name }
+}
+fragment M on Material { sku unit @skip(if: $skipUnit) { code } ...P @include(if: $withPrices) }
+fragment P on Material { currentPrices { unitPrice ... on Price { currency supplier { ... on Supplier { name } } } } }"""
+
+LITERAL_DIRECTIVES = """{ materials(first: 3) { edges { node { sku unit @include(if: false) { code }
+  category @skip(if: false) { name } } } } }"""
+
+TREE = """{ categories { id name parent { id } children { id name children { name } materials(first: 2) {
+  edges { node { sku } } } } } units { code } }"""
+
+SUPPLIERS = """{ suppliers(first: 5) { edges { node { name priceLists(first: 5) { edges { node {
+  version status supplier { name } prices(first: 5) { edges { node { unitPrice material { sku category { name } } } } } } } } } } } }"""
+
+BAD = """query($id: ID!) { material(id: $id) { sku } materials(first: 2, filter: {unit: "парсек"}) { totalCount } }"""
+
+
+@pytest.fixture
+async def schemas(empty_catalog: PostgresBackend, conn: asyncpg.Connection) -> Any:
+    catalog_ids = await small_catalog(conn)
+    # A material whose category was removed: `category` is nullable and must come out null.
+    await conn.execute("INSERT INTO materials (name, unit_code, sku) VALUES ('Без категории', 'шт', 'NOCAT')")
+    extensions = [lambda: ParserCache(maxsize=64), lambda: ValidationCache(maxsize=64)]
+    return catalog_ids, build_schema(extensions), build_schema(extensions, compiled=False), empty_catalog
+
+
+async def _run(schema: Any, pg: PostgresBackend, query: str, variables: dict[str, Any]) -> Any:
+    catalog, prices = CatalogReader(pg), PriceReader(pg)
+    context = Context(request=None, response=None, loaders=RequestLoaders.build(catalog, prices),
+                      catalog=catalog, prices=prices)
+    result = await schema.execute(query, variable_values=variables, context_value=context)
+    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
+    return result.data, errors
+
+
+async def _same(schemas: Any, query: str, variables: dict[str, Any]) -> Any:
+    _, compiled, plain, pg = schemas
+    expected = await _run(plain, pg, query, variables)
+    for _ in range(3):  # the first run compiles; later runs reuse the plans
+        assert await _run(compiled, pg, query, variables) == expected
+    return expected
+
+
+async def test_material_pages_match(schemas: Any) -> None:
+    ids = schemas[0]
+    data, errors = await _same(schemas, MATERIAL_PAGE, {"cat": None})
+    assert not errors and len(data["materials"]["edges"]) == 8
+    data, errors = await _same(schemas, MATERIAL_PAGE, {"cat": to_global_id("Category", ids.categories["binders"])})
+    assert not errors and [e["node"]["sku"] for e in data["materials"]["edges"]] == ["LIM0001", "CEM0001", "CEM0002"]
+    nocat = next(e["node"] for e in (await _same(schemas, MATERIAL_PAGE, {"cat": None}))[0]["materials"]["edges"]
+                 if e["node"]["sku"] == "NOCAT")
+    assert nocat["category"] is None and nocat["currentPrices"] == []
+
+
+@pytest.mark.parametrize("with_prices", [True, False])
+@pytest.mark.parametrize("skip_unit", [True, False])
+async def test_fragments_and_variable_directives_match(schemas: Any, with_prices: bool, skip_unit: bool) -> None:
+    material = to_global_id("Material", schemas[0].materials["cem400"])
+    variables = {"id": material, "withPrices": with_prices, "skipUnit": skip_unit}
+    data, errors = await _same(schemas, FRAGMENTS, variables)
+    assert not errors
+    assert ("unit" in data["node"]) is not skip_unit
+    assert ("currentPrices" in data["again"]) is with_prices
+    assert data["again"]["first"] == data["again"]["second"] == "Цемент М400 50кг"
+
+
+async def test_directive_variables_change_between_runs_of_one_document(schemas: Any) -> None:
+    """A document whose directives read variables must not reuse another run's plan."""
+    material = to_global_id("Material", schemas[0].materials["sand"])
+    _, compiled, _, pg = schemas
+    for skip in (True, False, True, False):
+        data, _ = await _run(compiled, pg, FRAGMENTS, {"id": material, "withPrices": not skip, "skipUnit": skip})
+        assert ("unit" in data["node"]) is not skip
+        assert ("currentPrices" in data["again"]) is (not skip)
+
+
+@pytest.mark.parametrize("query", [LITERAL_DIRECTIVES, TREE, SUPPLIERS])
+async def test_other_documents_match(schemas: Any, query: str) -> None:
+    data, errors = await _same(schemas, query, {})
+    assert not errors and data
+
+
+async def test_errors_match(schemas: Any) -> None:
+    data, errors = await _same(schemas, BAD, {"id": "not-an-id"})
+    assert data is None or data.get("material") is None
+    assert errors and all(path for _, path in errors)
+
+
+def test_production_schema_uses_the_compiled_context() -> None:
+    assert build_schema().execution_context_class is CompiledExecutionContext
