@@ -113,6 +113,8 @@ async def prepare_database(pg: PostgresBackend, settings: Settings) -> None:
             applied = await apply_migrations(conn)
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
+                # Connections opened before may hold codecs of row types the migrations changed.
+                await pg.pool.expire_connections()
         if settings.seed_demo and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM materials)"):
             from backends.seed import seed_catalog
 

@@ -22,6 +22,20 @@ MATERIAL_COLUMNS = (
     "m.created_at, m.updated_at, m.deleted_at"
 )
 
+# The category and unit rows of each material, as composite values, read with the material
+# so that a page needs no second and third round trip for them (loaders.base.prime_companions).
+MATERIAL_COMPANIONS = (
+    "(SELECT c FROM categories c WHERE c.id = {m}.category_id) AS category_row, "
+    "(SELECT u FROM units u WHERE u.code = {m}.unit_code) AS unit_row"
+)
+
+
+def with_material_companions(sql: str, order: str) -> str:
+    """`sql` (a page of materials) with each row's category and unit rows added; `order`
+    restates the page's order over the result, named through `p.`."""
+    return f"SELECT p.*, {MATERIAL_COMPANIONS.format(m='p')} FROM ({sql}) p ORDER BY {order}"
+
+
 # Sort expressions of MaterialOrderField; each has a matching (expr, id) index.
 MATERIAL_SORT_KEYS = {
     "NAME": "m.name",
@@ -101,25 +115,25 @@ def material_page_query(
         where.append(keyset)
     limit = params.add(page.limit)
     inner_order = f"ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
+    outer_order = f"p.sort_key {direction}, p.id {direction}"
     if not merge:
         if scoped_to_categories:
             where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
         select = f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
-        if not scoped_to_categories:
-            return select, params.values
-        return f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({select}) p", params.values
-    where.append("m.category_id = sc.id")
-    per_category = (
-        f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
-    )
-    root = "s.scope_id" if scoped_to_categories else f"{params.add(spec.category_id)}::bigint"
-    merged = (
-        f"SELECT q.* FROM categories sc CROSS JOIN LATERAL ({per_category}) q "
-        f"WHERE sc.path @> ARRAY[{root}] {order.format('q.')} LIMIT {limit}"
-    )
+    else:
+        where.append("m.category_id = sc.id")
+        per_category = (
+            f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
+        )
+        root = "s.scope_id" if scoped_to_categories else f"{params.add(spec.category_id)}::bigint"
+        select = (
+            f"SELECT q.* FROM categories sc CROSS JOIN LATERAL ({per_category}) q "
+            f"WHERE sc.path @> ARRAY[{root}] {order.format('q.')} LIMIT {limit}"
+        )
     if not scoped_to_categories:
-        return merged, params.values
-    return f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({merged}) p", params.values
+        return with_material_companions(select, outer_order), params.values
+    scoped = f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({select}) p"
+    return with_material_companions(scoped, f"p.scope_id, {outer_order}"), params.values
 
 
 def material_count_query(spec: MaterialFilterSpec, *, scoped_to_categories: bool = False) -> tuple[str, list[Any]]:
@@ -142,11 +156,15 @@ class CatalogReader:
         self.pg = pg
 
     async def materials_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(f"SELECT {MATERIAL_COLUMNS} FROM materials m WHERE m.id = ANY($1::bigint[])", ids)
+        return await self.pg.fetch(
+            f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANIONS.format(m='m')} FROM materials m WHERE m.id = ANY($1::bigint[])",
+            ids,
+        )
 
     async def materials_by_skus(self, skus: Sequence[str]) -> list[asyncpg.Record]:
         return await self.pg.fetch(
-            f"SELECT {MATERIAL_COLUMNS} FROM materials m WHERE m.sku = ANY($1::text[]) AND m.deleted_at IS NULL",
+            f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANIONS.format(m='m')} FROM materials m "
+            "WHERE m.sku = ANY($1::text[]) AND m.deleted_at IS NULL",
             skus,
         )
 

@@ -15,6 +15,8 @@ PRICE_COLUMNS = (
     "p.id, p.material_id, p.supplier_id, p.price_list_id, p.unit_price, p.currency, p.calc_unit_code, "
     "p.unit_calc_price, p.buy_price, p.sale_price, p.stock, p.price_date, p.valid_from"
 )
+# The supplier row of each price, read with it (loaders.base.prime_companions).
+SUPPLIER_COMPANION = "(SELECT sp FROM suppliers sp WHERE sp.id = {p}.supplier_id) AS supplier_row"
 PRICE_LIST_COLUMNS = (
     "pl.id, pl.supplier_id, pl.version, pl.status, pl.filename, pl.checksum, pl.uploaded_at, "
     "pl.effective_at, pl.row_count, pl.rejected_count"
@@ -38,7 +40,7 @@ class PriceReader:
     async def current_prices_by_material_ids(self, material_ids: Sequence[int]) -> list[asyncpg.Record]:
         # Cheapest first: bestPrice is then the first row of the right currency.
         return await self.pg.fetch(
-            f"SELECT {PRICE_COLUMNS.replace('p.id', 'p.price_id AS id')} FROM current_prices p "
+            f"SELECT {PRICE_COLUMNS.replace('p.id', 'p.price_id AS id')}, {SUPPLIER_COMPANION.format(p='p')} FROM current_prices p "
             "WHERE p.material_id = ANY($1::bigint[]) ORDER BY p.material_id, p.unit_price, p.supplier_id",
             material_ids,
         )
@@ -58,7 +60,8 @@ class PriceReader:
             where.append(keyset)
         limit = params.add(page.limit)
         sql = (
-            "SELECT s.material_id AS scope_id, h.* FROM unnest($1::bigint[]) AS s(material_id) "
+            f"SELECT s.material_id AS scope_id, h.*, {SUPPLIER_COMPANION.format(p='h')} "
+            "FROM unnest($1::bigint[]) AS s(material_id) "
             f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.valid_from AS sort_key FROM prices p "
             f"WHERE {' AND '.join(where)} ORDER BY p.valid_from DESC, p.id DESC LIMIT {limit}) h"
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
+from strawberry.dataloader import DataLoader
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A", bound=Hashable)
@@ -47,3 +49,25 @@ async def scoped_pages(
         for r in rows:
             pages[(r["scope_id"], args)].append(r)
     return [pages.get(k, []) for k in keys]
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A composite column of related rows (`category_row`) and the loader it fills."""
+
+    column: str
+    loader: DataLoader[Any, Any]
+    key: str  # the related row's key column, as that loader is keyed
+
+
+def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Companion]) -> None:
+    """Primes each companion's loader with the related rows read along with `rows`, so the
+    relation they belong to costs no round trip of its own."""
+    for companion in companions:
+        related: dict[Any, Any] = {}
+        for row in rows:
+            value = row[companion.column]
+            if value is not None:
+                related[value[companion.key]] = value
+        if related:
+            companion.loader.prime_many(related)

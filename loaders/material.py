@@ -9,29 +9,35 @@ from strawberry.dataloader import DataLoader
 
 from backends.catalog import CatalogReader, MaterialFilterSpec
 from backends.sql import PageSpec
-from loaders.base import rows_in_key_order, scoped_pages
+from loaders.base import Companion, prime_companions, rows_in_key_order, scoped_pages
 
 
 class MaterialByIdLoader(DataLoader[int, asyncpg.Record | None]):
     """Materials by id, soft-deleted ones included (price history still points at them)."""
 
-    def __init__(self, catalog: CatalogReader) -> None:
+    def __init__(self, catalog: CatalogReader, companions: Sequence[Companion] = ()) -> None:
         self.catalog = catalog
+        self.companions = companions
         super().__init__(load_fn=self._load)
 
     async def _load(self, ids: Sequence[int]) -> list[asyncpg.Record | None]:
-        return rows_in_key_order(ids, await self.catalog.materials_by_ids(list(ids)), "id")
+        rows = await self.catalog.materials_by_ids(list(ids))
+        prime_companions(rows, self.companions)
+        return rows_in_key_order(ids, rows, "id")
 
 
 class MaterialBySkuLoader(DataLoader[str, asyncpg.Record | None]):
     """Live materials by exact SKU."""
 
-    def __init__(self, catalog: CatalogReader) -> None:
+    def __init__(self, catalog: CatalogReader, companions: Sequence[Companion] = ()) -> None:
         self.catalog = catalog
+        self.companions = companions
         super().__init__(load_fn=self._load)
 
     async def _load(self, skus: Sequence[str]) -> list[asyncpg.Record | None]:
-        return rows_in_key_order(skus, await self.catalog.materials_by_skus(list(skus)), "sku")
+        rows = await self.catalog.materials_by_skus(list(skus))
+        prime_companions(rows, self.companions)
+        return rows_in_key_order(skus, rows, "sku")
 
 
 PageArgs = tuple[MaterialFilterSpec, PageSpec]
@@ -40,13 +46,16 @@ PageArgs = tuple[MaterialFilterSpec, PageSpec]
 class MaterialsByCategoryLoader(DataLoader[tuple[int, PageArgs], list[asyncpg.Record]]):
     """Category.materials pages: (category id, (filter, page)) -> rows, one statement per level."""
 
-    def __init__(self, catalog: CatalogReader) -> None:
+    def __init__(self, catalog: CatalogReader, companions: Sequence[Companion] = ()) -> None:
         self.catalog = catalog
+        self.companions = companions
         super().__init__(load_fn=self._load)
 
     async def _load(self, keys: Sequence[tuple[int, PageArgs]]) -> list[list[asyncpg.Record]]:
         async def fetch(scopes: list[int], args: PageArgs) -> list[asyncpg.Record]:
-            return await self.catalog.material_pages_by_category(scopes, *args)
+            rows = await self.catalog.material_pages_by_category(scopes, *args)
+            prime_companions(rows, self.companions)
+            return rows
 
         return await scoped_pages(keys, fetch)
 

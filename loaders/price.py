@@ -9,18 +9,20 @@ from strawberry.dataloader import DataLoader
 
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
-from loaders.base import groups_in_key_order, rows_in_key_order, scoped_pages
+from loaders.base import Companion, groups_in_key_order, prime_companions, rows_in_key_order, scoped_pages
 
 
 class CurrentPricesByMaterialLoader(DataLoader[int, list[asyncpg.Record]]):
     """The latest price of every supplier for each material, cheapest first."""
 
-    def __init__(self, prices: PriceReader) -> None:
+    def __init__(self, prices: PriceReader, companions: Sequence[Companion] = ()) -> None:
         self.prices = prices
+        self.companions = companions
         super().__init__(load_fn=self._load)
 
     async def _load(self, material_ids: Sequence[int]) -> list[list[asyncpg.Record]]:
         rows = await self.prices.current_prices_by_material_ids(list(material_ids))
+        prime_companions(rows, self.companions)
         return groups_in_key_order(material_ids, rows, "material_id")
 
 
@@ -30,13 +32,16 @@ HistoryArgs = tuple[HistorySpec, PageSpec]
 class PriceHistoryByMaterialLoader(DataLoader[tuple[int, HistoryArgs], list[asyncpg.Record]]):
     """Material.priceHistory pages: (material id, (filters, page)) -> rows, newest first."""
 
-    def __init__(self, prices: PriceReader) -> None:
+    def __init__(self, prices: PriceReader, companions: Sequence[Companion] = ()) -> None:
         self.prices = prices
+        self.companions = companions
         super().__init__(load_fn=self._load)
 
     async def _load(self, keys: Sequence[tuple[int, HistoryArgs]]) -> list[list[asyncpg.Record]]:
         async def fetch(scopes: list[int], args: HistoryArgs) -> Sequence[asyncpg.Record]:
-            return await self.prices.history_pages_by_material_ids(scopes, *args)
+            rows = await self.prices.history_pages_by_material_ids(scopes, *args)
+            prime_companions(rows, self.companions)
+            return rows
 
         return await scoped_pages(keys, fetch)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
+from loaders.base import Companion
 from loaders.category import CategoriesByParentLoader, CategoryByIdLoader
 from loaders.material import (
     MaterialByIdLoader,
@@ -43,19 +44,29 @@ class RequestLoaders:
 
     @classmethod
     def build(cls, catalog: CatalogReader, prices: PriceReader) -> RequestLoaders:
+        category_by_id = CategoryByIdLoader(catalog)
+        unit_by_code = UnitByCodeLoader(catalog)
+        supplier_by_id = SupplierByIdLoader(catalog)
+        # Rows read with a material or a price fill these loaders (loaders.base.Companion).
+        with_material = (Companion("category_row", category_by_id, "id"), Companion("unit_row", unit_by_code, "code"))
+        with_price = (Companion("supplier_row", supplier_by_id, "id"),)
         return cls(
-            material_by_id=MaterialByIdLoader(catalog),
-            material_by_sku=MaterialBySkuLoader(catalog),
-            materials_by_category=MaterialsByCategoryLoader(catalog),
+            material_by_id=MaterialByIdLoader(catalog, with_material),
+            material_by_sku=MaterialBySkuLoader(catalog, with_material),
+            materials_by_category=MaterialsByCategoryLoader(catalog, with_material),
             material_count_by_category=MaterialCountByCategoryLoader(catalog),
-            category_by_id=CategoryByIdLoader(catalog),
+            category_by_id=category_by_id,
             categories_by_parent=CategoriesByParentLoader(catalog),
-            unit_by_code=UnitByCodeLoader(catalog),
+            unit_by_code=unit_by_code,
             unit_code_by_alias=UnitCodeByAliasLoader(catalog),
-            supplier_by_id=SupplierByIdLoader(catalog),
-            current_prices_by_material=CurrentPricesByMaterialLoader(prices),
-            price_history_by_material=PriceHistoryByMaterialLoader(prices),
+            supplier_by_id=supplier_by_id,
+            current_prices_by_material=CurrentPricesByMaterialLoader(prices, with_price),
+            price_history_by_material=PriceHistoryByMaterialLoader(prices, with_price),
             prices_by_price_list=PricesByPriceListLoader(prices),
             price_list_by_id=PriceListByIdLoader(prices),
             price_lists_by_supplier=PriceListsBySupplierLoader(prices),
         )
+
+    def material_companions(self) -> tuple[Companion, ...]:
+        """What a page of material rows read outside a loader primes (resolvers.catalog)."""
+        return (Companion("category_row", self.category_by_id, "id"), Companion("unit_row", self.unit_by_code, "code"))

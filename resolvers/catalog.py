@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from backends.catalog import MaterialFilterSpec
+from loaders.base import prime_companions
 from resolvers.context import Context
 from resolvers.errors import InvalidArgument
 from resolvers.ids import decode_id
@@ -59,6 +60,7 @@ async def materials_page(
     )
     await check_unit_filter(ctx, spec)
     rows = await ctx.catalog.material_page(spec, window.spec)
+    prime_companions(rows, ctx.loaders.material_companions())
 
     async def total() -> int:
         return await ctx.catalog.material_count(spec)

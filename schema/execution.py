@@ -11,8 +11,9 @@ So this execution context compiles, once per selection set of a request, a tree 
 closures that read attributes and prefetched relations and build the response dicts
 directly. A field takes the compiled path when it and everything under it is:
 
-- a plain attribute (a Strawberry field without a resolver), `__typename`, or a relation
-  listed in its type's `RELATIONS` (`schema.prefetch`) and selected without arguments;
+- a plain attribute (a Strawberry field without a resolver), a synchronous method taking
+  only `self` (an edge's cursor), `__typename`, or a relation listed in its type's
+  `RELATIONS` (`schema.prefetch`) and selected without arguments;
 - of a scalar, enum, object or list type (not an interface or union);
 - not under `@defer`.
 
@@ -183,8 +184,13 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if definition is None:
             return None
         getter: Callable[[Any], Any]
-        if definition.base_resolver is None and not definition.extensions:
+        resolver = definition.base_resolver
+        if definition.extensions:
+            return None
+        if resolver is None:
             getter = attrgetter(definition.python_name)
+        elif _plain_method(resolver):
+            getter = resolver.wrapped_func
         else:
             origin = getattr(parent_type.extensions.get(DEFINITION), "origin", None)
             if name not in getattr(origin, "RELATIONS", {}):
@@ -254,6 +260,19 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return {response_name: compiled(value) for response_name, compiled in fields}
 
         return object_value
+
+
+def _plain_method(resolver: Any) -> bool:
+    """A synchronous method of the type taking nothing but `self` (e.g. an edge's cursor)."""
+    return bool(
+        resolver.self_parameter is not None
+        and resolver.info_parameter is None
+        and resolver.root_parameter is None
+        and resolver.parent_parameter is None
+        and not resolver.arguments
+        and not resolver.is_async
+        and len(resolver.signature.parameters) == 1
+    )
 
 
 def _prefetched(name: str) -> Callable[[Any], Any]:

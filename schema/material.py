@@ -18,7 +18,7 @@ from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 from schema.category import Category
-from schema.node import Node, PageInfo
+from schema.node import Edge, Node, PageInfo, edges_of
 from schema.prefetch import Relation, prefetch_nodes
 from schema.unit import Unit
 
@@ -141,8 +141,7 @@ class Material(Node):
 
 
 @strawberry.type
-class MaterialEdge:
-    cursor: str
+class MaterialEdge(Edge):
     node: Material
 
 
@@ -156,9 +155,9 @@ class MaterialConnection:
     async def from_page(
         cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
     ) -> MaterialConnection:
-        edges = [MaterialEdge(cursor=c, node=Material.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
+        edges = edges_of(MaterialEdge, page, Material.from_row)
         await prefetch_nodes(info, [e.node for e in edges])
-        return cls(edges=edges, page_info=PageInfo.of(page.cursors, page.has_next_page, page.has_previous_page),
+        return cls(edges=edges, page_info=PageInfo.of(page),
                    count=count)
 
     @strawberry.field

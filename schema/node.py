@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+
+from resolvers.pagination import Page
 
 
 @strawberry.interface
@@ -18,11 +22,27 @@ class PageInfo:
     end_cursor: str | None
 
     @classmethod
-    def of(cls, cursors: list[str] | tuple[str, ...] | object, has_next: bool, has_previous: bool) -> PageInfo:
-        seq = list(cursors)  # type: ignore[call-overload]
+    def of(cls, page: Page) -> PageInfo:
         return cls(
-            has_next_page=has_next,
-            has_previous_page=has_previous,
-            start_cursor=seq[0] if seq else None,
-            end_cursor=seq[-1] if seq else None,
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.start_cursor,
+            end_cursor=page.end_cursor,
         )
+
+
+@strawberry.type
+class Edge:
+    """Base of the connection edges: the cursor is encoded only when selected."""
+
+    page: strawberry.Private[Page]
+    index: strawberry.Private[int]
+
+    @strawberry.field
+    def cursor(self) -> str:
+        return self.page.cursor(self.index)
+
+
+def edges_of(edge_type: Any, page: Page, wrap: Any) -> list[Any]:
+    """The page's rows as `edge_type` edges around `wrap(row)` nodes."""
+    return [edge_type(page=page, index=i, node=wrap(row)) for i, row in enumerate(page.rows)]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry.dataloader import DataLoader
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
@@ -73,8 +74,53 @@ def nested(selections: Iterable[Any], *path: str) -> list[Any]:
 
 def selections_under(info: Any, *path: str) -> list[Any]:
     """What the current field selects under `path` (e.g. "edges", "node"), all aliases merged."""
-    top = [child for field in info.selected_fields for child in field.selections]
+    raw = info._raw_info
+    top = [child for node in raw.field_nodes for child in _selections_of(node, raw.fragments)]
     return nested(top, *path) if path else top
+
+
+_SHAPES: dict[int, tuple[Any, list[Any]]] = {}  # id(field node) -> (node, its selections)
+SHAPE_CACHE_SIZE = 4096
+
+
+def _selections_of(node: Any, fragments: dict[str, Any]) -> list[Any]:
+    """The selection set under a field node as Strawberry selection objects.
+
+    Like `info.selected_fields`, but kept per AST node (parsed documents are cached, so the
+    same node comes back with every request of that document) and without argument values,
+    which prefetching does not look at: only whether a field has arguments.
+    """
+    cached = _SHAPES.get(id(node))
+    if cached is not None and cached[0] is node:
+        return cached[1]
+    selections = _convert(getattr(node.selection_set, "selections", ()), fragments)
+    if len(_SHAPES) >= SHAPE_CACHE_SIZE:
+        _SHAPES.pop(next(iter(_SHAPES)))
+    _SHAPES[id(node)] = (node, selections)
+    return selections
+
+
+def _convert(nodes: Iterable[Any], fragments: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for node in nodes:
+        if isinstance(node, FieldNode):
+            out.append(SelectedField(
+                name=node.name.value, directives={}, alias=getattr(node.alias, "value", None),
+                arguments={arg.name.value: None for arg in node.arguments or ()},
+                selections=_convert(getattr(node.selection_set, "selections", ()), fragments),
+            ))
+        elif isinstance(node, InlineFragmentNode):
+            out.append(InlineFragment(
+                type_condition=node.type_condition.name.value if node.type_condition else None,
+                selections=_convert(node.selection_set.selections, fragments), directives={},
+            ))
+        elif isinstance(node, FragmentSpreadNode):
+            fragment = fragments[node.name.value]
+            out.append(FragmentSpread(
+                name=node.name.value, type_condition=fragment.type_condition.name.value, directives={},
+                selections=_convert(fragment.selection_set.selections, fragments),
+            ))
+    return out
 
 
 async def prefetch_nodes(info: Any, nodes: Sequence[Any]) -> None:
@@ -115,8 +161,20 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
         rel = relations[name]
         loaded = iter(rows)
         level: list[Any] = []
+        # Objects sharing a row (fifty materials of one category) share one wrapped object,
+        # so the next level prefetches it once.
+        wrapped: dict[int, Any] = {}
         for obj in objects:
-            value = rel.wrap(next(loaded)) if rel.key(obj) is not None else None
+            if rel.key(obj) is None:
+                value = None
+            else:
+                row = next(loaded)
+                value = wrapped.get(id(row), _MISSING)
+                if value is _MISSING:
+                    value = wrapped[id(row)] = rel.wrap(row)
+                else:
+                    obj.prefetched[name] = value
+                    continue
             obj.prefetched[name] = value
             if isinstance(value, list):
                 level.extend(value)

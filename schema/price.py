@@ -15,7 +15,7 @@ from resolvers import prices as price_resolvers
 from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
-from schema.node import Node, PageInfo
+from schema.node import Edge, Node, PageInfo, edges_of
 from schema.prefetch import Relation, prefetch_nodes
 from schema.unit import Unit
 
@@ -100,8 +100,7 @@ class Price:
 
 
 @strawberry.type
-class PriceEdge:
-    cursor: str
+class PriceEdge(Edge):
     node: Price
 
 
@@ -112,9 +111,9 @@ class PriceConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> PriceConnection:
-        edges = [PriceEdge(cursor=c, node=Price.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
+        edges = edges_of(PriceEdge, page, Price.from_row)
         await prefetch_nodes(info, [e.node for e in edges])
-        return cls(edges=edges, page_info=PageInfo.of(page.cursors, page.has_next_page, page.has_previous_page))
+        return cls(edges=edges, page_info=PageInfo.of(page))
 
 
 @strawberry.type
@@ -175,8 +174,7 @@ class PriceList(Node):
 
 
 @strawberry.type
-class PriceListEdge:
-    cursor: str
+class PriceListEdge(Edge):
     node: PriceList
 
 
@@ -187,9 +185,9 @@ class PriceListConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> PriceListConnection:
-        edges = [PriceListEdge(cursor=c, node=PriceList.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
+        edges = edges_of(PriceListEdge, page, PriceList.from_row)
         await prefetch_nodes(info, [e.node for e in edges])
-        return cls(edges=edges, page_info=PageInfo.of(page.cursors, page.has_next_page, page.has_previous_page))
+        return cls(edges=edges, page_info=PageInfo.of(page))
 
 
 def _material(row: asyncpg.Record | None) -> Any:

@@ -9,7 +9,7 @@ from resolvers import prices as price_resolvers
 from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
-from schema.node import Node, PageInfo
+from schema.node import Edge, Node, PageInfo, edges_of
 from schema.price import PriceListConnection
 
 
@@ -33,8 +33,7 @@ class Supplier(Node):
 
 
 @strawberry.type
-class SupplierEdge:
-    cursor: str
+class SupplierEdge(Edge):
     node: Supplier
 
 
@@ -45,5 +44,5 @@ class SupplierConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> SupplierConnection:
-        edges = [SupplierEdge(cursor=c, node=Supplier.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
-        return cls(edges=edges, page_info=PageInfo.of(page.cursors, page.has_next_page, page.has_previous_page))
+        edges = edges_of(SupplierEdge, page, Supplier.from_row)
+        return cls(edges=edges, page_info=PageInfo.of(page))
