@@ -12,6 +12,7 @@ wrapped in ``{"variables": {...}}``, or GET ``?id=...``):
 
     POST /w1  {"id": "<Material global id>"}
     POST /w2  {"cat": "<Category global id>"}
+    POST /w2-naive  the same with the naive subtree SQL (see W2_NAIVE_SQL)
 
 Each response carries ``X-SQL-Round-Trips`` (counted where the statements are sent).
 """
@@ -71,6 +72,25 @@ LEFT JOIN current_prices cp ON cp.material_id = m.id
 LEFT JOIN suppliers s ON s.id = cp.supplier_id
 ORDER BY m.name, m.id, cp.unit_price, cp.supplier_id
 """
+
+# W2 as most hand-written code would first put it: the subtree's materials in name order.
+# PostgreSQL walks the name index (or sorts the subtree) until it has a page: ~13 ms for a
+# subtree of 48k materials at 100k, where the merge above takes under 1 ms. Served at
+# /w2-naive so the bench can show both ceilings.
+W2_NAIVE_SQL = W2_SQL.replace(
+    """    SELECT q.* FROM categories sc CROSS JOIN LATERAL (
+        SELECT m.id, m.sku, m.name, m.unit_code, m.category_id FROM materials m
+        WHERE m.deleted_at IS NULL AND m.category_id = sc.id
+        ORDER BY m.name, m.id LIMIT 50
+    ) q
+    WHERE sc.path @> ARRAY[$1::bigint]
+    ORDER BY q.name, q.id LIMIT 50""",
+    """    SELECT m.id, m.sku, m.name, m.unit_code, m.category_id FROM materials m
+    WHERE m.deleted_at IS NULL
+      AND m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[$1::bigint])
+    ORDER BY m.name, m.id LIMIT 50""",
+)
+assert W2_NAIVE_SQL != W2_SQL
 
 ROUND_TRIPS = {"w1": 1, "w2": 1}
 _JSON = "application/json"
@@ -178,7 +198,7 @@ def create_app() -> Starlette:
         pk = parse_global_id((await _variables(request)).get("cat"), "Category")
         if pk is None:
             return _bad_request("variable cat: not a Category ID")
-        rows = await state["pool"].fetch(W2_SQL, pk)
+        rows = await state["pool"].fetch(W2_NAIVE_SQL if request.url.path.endswith("-naive") else W2_SQL, pk)
         return _ok(render_w2(rows), ROUND_TRIPS["w2"])
 
     async def live(_: Request) -> Response:
@@ -198,6 +218,7 @@ def create_app() -> Starlette:
     routes = [
         Route("/w1", w1, methods=["GET", "POST"]),
         Route("/w2", w2, methods=["GET", "POST"]),
+        Route("/w2-naive", w2, methods=["GET", "POST"]),
         Route("/health/live", live),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
