@@ -19,7 +19,7 @@ from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 from schema.category import Category
 from schema.node import Edge, Node, PageInfo, edges_of
-from schema.prefetch import Relation, prefetch_nodes
+from schema.prefetch import Relation
 from schema.unit import Unit
 
 if TYPE_CHECKING:
@@ -155,8 +155,7 @@ class MaterialConnection:
     async def from_page(
         cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
     ) -> MaterialConnection:
-        edges = edges_of(MaterialEdge, page, Material.from_row)
-        await prefetch_nodes(info, [e.node for e in edges])
+        edges = await edges_of(MaterialEdge, page, Material.from_row, info)
         return cls(edges=edges, page_info=PageInfo.of(page),
                    count=count)
 

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 
 from resolvers.pagination import Page
+from schema.prefetch import prefetch_nodes
 
 
 @strawberry.interface
@@ -43,6 +44,9 @@ class Edge:
         return self.page.cursor(self.index)
 
 
-def edges_of(edge_type: Any, page: Page, wrap: Any) -> list[Any]:
-    """The page's rows as `edge_type` edges around `wrap(row)` nodes."""
-    return [edge_type(page=page, index=i, node=wrap(row)) for i, row in enumerate(page.rows)]
+async def edges_of(edge_type: Any, page: Page, wrap: Any, info: Any) -> list[Any]:
+    """The page's rows as `edge_type` edges around `wrap(row)` nodes, with the relations the
+    query selects under `edges.node` already loaded (schema.prefetch)."""
+    edges = [edge_type(page=page, index=i, node=wrap(row)) for i, row in enumerate(page.rows)]
+    await prefetch_nodes(info, [e.node for e in edges])
+    return edges

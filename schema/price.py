@@ -16,7 +16,7 @@ from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 from schema.node import Edge, Node, PageInfo, edges_of
-from schema.prefetch import Relation, prefetch_nodes
+from schema.prefetch import Relation
 from schema.unit import Unit
 
 if TYPE_CHECKING:
@@ -111,8 +111,7 @@ class PriceConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> PriceConnection:
-        edges = edges_of(PriceEdge, page, Price.from_row)
-        await prefetch_nodes(info, [e.node for e in edges])
+        edges = await edges_of(PriceEdge, page, Price.from_row, info)
         return cls(edges=edges, page_info=PageInfo.of(page))
 
 
@@ -185,8 +184,7 @@ class PriceListConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> PriceListConnection:
-        edges = edges_of(PriceListEdge, page, PriceList.from_row)
-        await prefetch_nodes(info, [e.node for e in edges])
+        edges = await edges_of(PriceListEdge, page, PriceList.from_row, info)
         return cls(edges=edges, page_info=PageInfo.of(page))
 
 

@@ -44,5 +44,5 @@ class SupplierConnection:
 
     @classmethod
     async def from_page(cls, page: Page, info: strawberry.Info[Context, None]) -> SupplierConnection:
-        edges = edges_of(SupplierEdge, page, Supplier.from_row)
+        edges = await edges_of(SupplierEdge, page, Supplier.from_row, info)
         return cls(edges=edges, page_info=PageInfo.of(page))
