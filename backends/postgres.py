@@ -49,10 +49,6 @@ def _count_round_trip(record: Any) -> None:
             stats.statements.append(record.query)
 
 
-# Tables whose row type queries return as a value (see backends.catalog MATERIAL_COMPANIONS).
-COMPOSITE_ROW_TYPES = ("categories", "units", "suppliers")
-
-
 class PoolState(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -137,13 +133,6 @@ class PostgresBackend:
         # asyncpg introspects bigint[] (the `= ANY($1::bigint[])` of every batch) on first
         # use; doing it here keeps that cost out of the first requests a connection serves.
         await conn.fetchval("SELECT NULL::bigint[]")
-        # Likewise the row types read as composite companion columns (`category_row`), once
-        # the migrations have created them; a pool opened before migrating is expired after.
-        present = await conn.fetchval(
-            "SELECT array_agg(t) FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL", COMPOSITE_ROW_TYPES
-        )
-        if present:
-            await conn.fetch(f"SELECT {', '.join(f'NULL::{t}' for t in present)}")
         conn.add_query_logger(_count_round_trip)
 
     @staticmethod

@@ -15,8 +15,8 @@ PRICE_COLUMNS = (
     "p.id, p.material_id, p.supplier_id, p.price_list_id, p.unit_price, p.currency, p.calc_unit_code, "
     "p.unit_calc_price, p.buy_price, p.sale_price, p.stock, p.price_date, p.valid_from"
 )
-# The supplier row of each price, read with it (loaders.base.prime_companions).
-SUPPLIER_COMPANION = "(SELECT sp FROM suppliers sp WHERE sp.id = {p}.supplier_id) AS supplier_row"
+# The supplier of each price, read with it (loaders.base.prime_companions builds its row).
+SUPPLIER_COMPANION = "(SELECT sp.name FROM suppliers sp WHERE sp.id = {p}.supplier_id) AS supplier_name"
 PRICE_LIST_COLUMNS = (
     "pl.id, pl.supplier_id, pl.version, pl.status, pl.filename, pl.checksum, pl.uploaded_at, "
     "pl.effective_at, pl.row_count, pl.rejected_count"

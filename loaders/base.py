@@ -53,11 +53,14 @@ async def scoped_pages(
 
 @dataclass(frozen=True)
 class Companion:
-    """A composite column of related rows (`category_row`) and the loader it fills."""
+    """Columns of a related row read along with each row, and the loader they fill.
 
-    column: str
+    `build(row)` returns (key, related row) or None when the row has no such relation; the
+    related row must hold every column the loader's own query returns (a test checks).
+    """
+
     loader: DataLoader[Any, Any]
-    key: str  # the related row's key column, as that loader is keyed
+    build: Callable[[Any], tuple[Any, Any] | None]
 
 
 def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Companion]) -> None:
@@ -65,9 +68,34 @@ def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Compan
     relation they belong to costs no round trip of its own."""
     for companion in companions:
         related: dict[Any, Any] = {}
+        build = companion.build
         for row in rows:
-            value = row[companion.column]
-            if value is not None:
-                related[value[companion.key]] = value
+            built = build(row)
+            if built is not None and built[0] not in related:
+                related[built[0]] = built[1]
         if related:
             companion.loader.prime_many(related)
+
+
+def category_of(row: Any) -> tuple[int, dict[str, Any]] | None:
+    """The category row read along with a material (backends.catalog MATERIAL_COMPANION_COLUMNS)."""
+    if row["category_name"] is None:
+        return None
+    return row["category_id"], {"id": row["category_id"], "parent_id": row["category_parent_id"],
+                                "name": row["category_name"]}
+
+
+def unit_of(row: Any) -> tuple[str, dict[str, Any]] | None:
+    """The unit row read along with a material."""
+    if row["unit_name"] is None:
+        return None
+    aliases = row["unit_aliases"]
+    return row["unit_code"], {"code": row["unit_code"], "name": row["unit_name"],
+                              "aliases": aliases.split("\x1f") if aliases else []}
+
+
+def supplier_of(row: Any) -> tuple[int, dict[str, Any]] | None:
+    """The supplier row read along with a price (backends.prices SUPPLIER_COMPANION)."""
+    if row["supplier_name"] is None:
+        return None
+    return row["supplier_id"], {"id": row["supplier_id"], "name": row["supplier_name"]}

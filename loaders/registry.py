@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
-from loaders.base import Companion
+from loaders.base import Companion, category_of, supplier_of, unit_of
 from loaders.category import CategoriesByParentLoader, CategoryByIdLoader
 from loaders.material import (
     MaterialByIdLoader,
@@ -48,8 +48,8 @@ class RequestLoaders:
         unit_by_code = UnitByCodeLoader(catalog)
         supplier_by_id = SupplierByIdLoader(catalog)
         # Rows read with a material or a price fill these loaders (loaders.base.Companion).
-        with_material = (Companion("category_row", category_by_id, "id"), Companion("unit_row", unit_by_code, "code"))
-        with_price = (Companion("supplier_row", supplier_by_id, "id"),)
+        with_material = (Companion(category_by_id, category_of), Companion(unit_by_code, unit_of))
+        with_price = (Companion(supplier_by_id, supplier_of),)
         return cls(
             material_by_id=MaterialByIdLoader(catalog, with_material),
             material_by_sku=MaterialBySkuLoader(catalog, with_material),
@@ -69,4 +69,4 @@ class RequestLoaders:
 
     def material_companions(self) -> tuple[Companion, ...]:
         """What a page of material rows read outside a loader primes (resolvers.catalog)."""
-        return (Companion("category_row", self.category_by_id, "id"), Companion("unit_row", self.unit_by_code, "code"))
+        return (Companion(self.category_by_id, category_of), Companion(self.unit_by_code, unit_of))

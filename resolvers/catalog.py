@@ -92,7 +92,7 @@ async def material_by_id_or_sku(ctx: Context, id: str | None, sku: str | None) -
         raise InvalidArgument(["id"], "pass id or sku")
     if id is not None:
         row = await ctx.loaders.material_by_id.load(decode_id(id, "Material", ["id"]))
-        if row is None or row["deleted_at"] is not None:
+        if row is None or row["deleted"]:
             return None
         if sku is not None and row["sku"] != sku:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -24,6 +24,9 @@ from schema.unit import Unit
 
 if TYPE_CHECKING:
     from schema.price import Price, PriceConnection
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @strawberry.enum
@@ -69,9 +72,9 @@ class Material(Node):
     description: str | None
     color: str | None
     attributes: JSON | None
-    created_at: datetime
-    updated_at: datetime
     pk: strawberry.Private[int]
+    created_us: strawberry.Private[int]
+    updated_us: strawberry.Private[int]
     category_id: strawberry.Private[int | None]
     unit_code: strawberry.Private[str]
     prefetched: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -87,8 +90,8 @@ class Material(Node):
             description=row["description"],
             color=row["color"],
             attributes=row["attributes"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+            created_us=row["created_us"],
+            updated_us=row["updated_us"],
             pk=row["id"],
             category_id=row["category_id"],
             unit_code=row["unit_code"],
@@ -97,6 +100,14 @@ class Material(Node):
     @classmethod
     def from_optional_row(cls, row: asyncpg.Record | None) -> Material | None:
         return None if row is None else cls.from_row(row)
+
+    @strawberry.field
+    def created_at(self) -> datetime:
+        return EPOCH + timedelta(microseconds=self.created_us)
+
+    @strawberry.field
+    def updated_at(self) -> datetime:
+        return EPOCH + timedelta(microseconds=self.updated_us)
 
     @strawberry.field
     def category(self, info: strawberry.Info[Context, None]) -> Category | None:

@@ -29,7 +29,7 @@ class Query:
         node: Node | None
         if type_name == "Material":
             row = await loaders.material_by_id.load(pk)
-            node = Material.from_row(row) if row and row["deleted_at"] is None else None
+            node = Material.from_row(row) if row and not row["deleted"] else None
         elif type_name == "Category":
             node = Category.from_optional_row(await loaders.category_by_id.load(pk))
         elif type_name == "Supplier":

@@ -1,0 +1,46 @@
+"""Rows primed from companion columns are the rows the loaders would have read themselves."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from backends.catalog import CatalogReader, MaterialFilterSpec
+from backends.postgres import PostgresBackend
+from backends.prices import HistorySpec, PriceReader
+from backends.sql import PageSpec
+from loaders.base import category_of, supplier_of, unit_of
+from tests.catalog_fixtures import small_catalog
+
+
+async def test_companion_rows_equal_the_loaders_own_rows(empty_catalog: PostgresBackend, conn: asyncpg.Connection) -> None:
+    ids = await small_catalog(conn)
+    catalog, prices = CatalogReader(empty_catalog), PriceReader(empty_catalog)
+    page = await catalog.material_page(MaterialFilterSpec(), PageSpec(limit=50))
+    by_id = await catalog.materials_by_ids([r["id"] for r in page])
+    current = await prices.current_prices_by_material_ids([r["id"] for r in page])
+    assert page and by_id and current
+
+    def same(built: tuple | None, own: asyncpg.Record) -> None:
+        assert built is not None
+        assert built[1] == dict(own), (built, dict(own))
+
+    for rows in (page, by_id):
+        for row in rows:
+            (category,) = await catalog.categories_by_ids([row["category_id"]])
+            same(category_of(row), category)
+            (unit,) = await catalog.units_by_codes([row["unit_code"]])
+            same(unit_of(row), unit)
+            assert isinstance(unit["aliases"], list) and unit["aliases"]
+    for row in current:
+        (supplier,) = await catalog.suppliers_by_ids([row["supplier_id"]])
+        same(supplier_of(row), supplier)
+    history = await prices.history_pages_by_material_ids(
+        [ids.materials["cem400"]], HistorySpec(), PageSpec(sort="VALID_FROM", descending=True, limit=5))
+    assert history and all(supplier_of(r) is not None for r in history)
+
+
+async def test_a_material_without_category_primes_nothing(empty_catalog: PostgresBackend, conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO materials (name, unit_code) VALUES ('Без категории', 'шт')")
+    (row,) = await CatalogReader(empty_catalog).material_page(MaterialFilterSpec(), PageSpec(limit=5))
+    assert category_of(row) is None and unit_of(row) is not None
+
