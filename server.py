@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,52 @@ def _command_seed(settings: Settings, args: argparse.Namespace) -> None:
     print(report)
 
 
+def _command_import(settings: Settings, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from backends.imports import SupplierNotFound, import_price_list
+    from backends.pricefile import PriceFileError
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"import: {path}: no such file")
+
+    async def run() -> Any:
+        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+        async with pg:
+            async with pg.pool.acquire() as conn:
+                await apply_migrations(conn)
+            supplier = await pg.fetchval("SELECT id FROM suppliers WHERE lower(name) = lower($1)", args.supplier)
+            if supplier is None:
+                if not args.create_supplier:
+                    raise SystemExit(f'import: no supplier named "{args.supplier}" (add --create-supplier to create it)')
+                supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
+            bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
+            try:
+                return await import_price_list(pg, supplier, path, effective_at=args.effective_at, progress=bar.update)
+            finally:
+                bar.close()
+
+    try:
+        result = asyncio.run(run())
+    except (PriceFileError, SupplierNotFound) as exc:
+        raise SystemExit(f"import: {path.name}: {exc} (nothing was stored)") from None
+    if result.duplicate:
+        print(f"already imported as price list {result.price_list_id} (version {result.version}); nothing changed")
+    else:
+        print(f"price list {result.price_list_id}: version {result.version}, {result.row_count} rows, "
+              f"{result.rejected_count} rejected, {result.materials_created} new materials, {result.events} events, "
+              f"{result.seconds:.1f} s")
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{text}" is not an ISO date or date-time') from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="server.py", description="Construction-materials GraphQL API.")
     sub = parser.add_subparsers(dest="command")
@@ -255,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--months", type=int, default=24, help="months of monthly price history (default 24)")
     seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same catalog)")
     seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp = sub.add_parser("import", help="import a supplier price list (CSV, XLSX or JSON) as a new version")
+    imp.add_argument("file", help="the price-list file")
+    imp.add_argument("--supplier", required=True, help="supplier name (matched case-insensitively)")
+    imp.add_argument("--create-supplier", action="store_true", help="create the supplier if it does not exist")
+    imp.add_argument("--effective-at", type=_datetime, default=None,
+                     help="when the prices take effect (ISO date or date-time; default now)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -265,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = args.command or "serve"
     if command == "serve" and args.command is None:
         args = build_parser().parse_args(["serve"])
-    {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed}[command](settings, args)
+    commands = {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed, "import": _command_import}
+    commands[command](settings, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+-- Imports match rows to materials by normalised name + unit; writes leave events in an
+-- outbox and mutations an audit trail.
+
+-- "  Цемент  М500 " and "цемент м500" are the same material name; ё counts as е.
+CREATE FUNCTION material_name_key(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN regexp_replace(translate(lower(btrim(name)), 'ё', 'е'), '\s+', ' ', 'g');
+
+CREATE INDEX materials_name_key_idx ON materials (material_name_key(name), unit_code) WHERE deleted_at IS NULL;
+CREATE INDEX categories_name_idx ON categories (lower(name), id);
+
+-- The event outbox: one row per change, written in the transaction that makes the change.
+-- Writers take the outbox advisory lock (backends.outbox) just before inserting, and hold it
+-- to commit, so ids become visible in id order: `id > cursor` never skips a committed event.
+CREATE TABLE events (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic      text NOT NULL,          -- price.changed, material.created, material.updated, material.deleted
+    entity_id  bigint,
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_topic_idx ON events (topic, id);
+
+-- Every mutation: who, what (variables summarised, never file contents), and how it ended.
+CREATE TABLE audit_log (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    actor     text NOT NULL DEFAULT 'anonymous',
+    operation text NOT NULL,
+    variables jsonb,
+    outcome   text NOT NULL CHECK (outcome IN ('ok', 'rejected', 'error')),
+    detail    jsonb
+);
+CREATE INDEX audit_log_at_idx ON audit_log (at);
