@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,6 +50,7 @@ class ImportResult:
     materials_created: int
     events: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
 
 
 STAGING = """
@@ -75,7 +76,8 @@ CREATE TEMP TABLE import_rows (
     unit_code       text,
     calc_unit_code  text,
     category_id     bigint,
-    material_id     bigint
+    material_id     bigint,
+    name_key        text
 ) ON COMMIT DROP;
 CREATE TEMP TABLE import_current (LIKE current_prices) ON COMMIT DROP;
 """
@@ -154,8 +156,19 @@ async def _import(
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LOCK % 2**31, supplier_id)
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM suppliers WHERE id = $1)", supplier_id):
         raise SupplierNotFound(f"supplier {supplier_id} does not exist")
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 3)
+        mark = now
+
     await conn.execute(STAGING)
     await conn.copy_records_to_table("import_rows", columns=STAGING_COLUMNS, records=_records(price_file, progress))
+    await conn.execute("ANALYZE import_rows")  # real row counts for the merge plans
+    phase("parse+copy")
 
     existing = await conn.fetchrow(
         "SELECT id, version, row_count, rejected_count FROM price_lists WHERE supplier_id = $1 AND checksum = $2",
@@ -164,13 +177,16 @@ async def _import(
         raise _Duplicate(existing)  # rolls the staging back: the second import changes nothing
 
     await _resolve_units(conn)
+    phase("units")
     valid = await conn.fetchval("SELECT count(*) FROM import_rows WHERE ok")
     if valid == 0:
         first = await conn.fetchrow("SELECT line, err_message FROM import_rows ORDER BY line LIMIT 1")
         detail = f" (first: line {first['line']}: {first['err_message']})" if first else ""
         raise PriceFileError(f"no valid row: all rows were rejected{detail}")
     await _resolve_categories(conn)
+    phase("categories")
     created = await _resolve_materials(conn)
+    phase("materials")
 
     await conn.execute(
         "UPDATE price_lists SET status = 'SUPERSEDED', superseded_at = $2 WHERE supplier_id = $1 AND status = 'ACTIVE'",
@@ -202,6 +218,7 @@ async def _import(
         FROM inserted ORDER BY material_id, id DESC
         """,
         supplier_id, list_id, effective)
+    phase("prices")
     await conn.execute(
         "INSERT INTO price_list_rejected_rows (price_list_id, line, \"column\", message, raw) "
         "SELECT $1, line, err_column, err_message, raw FROM import_rows WHERE NOT ok ON CONFLICT DO NOTHING",
@@ -234,17 +251,19 @@ async def _import(
         """,
         supplier_id, list_id)
     events = int(created_events.split()[-1]) + int(price_events.split()[-1])
+    phase("events")
     await conn.execute("DELETE FROM current_prices WHERE supplier_id = $1", supplier_id)
     await conn.execute("INSERT INTO current_prices SELECT * FROM import_current")
+    phase("current")
     return ImportResult(list_id, price_list["version"], False, valid, rejected, len(created), events,
-                        round(time.perf_counter() - started, 3))
+                        round(time.perf_counter() - started, 3), phases)
 
 
 async def _resolve_units(conn: asyncpg.Connection) -> None:
     """Units through the alias table (м3, куб.м, m3 -> м³); a row whose unit is unknown is rejected."""
     await conn.execute(
         """
-        UPDATE import_rows r SET unit_code = a.unit_code
+        UPDATE import_rows r SET unit_code = a.unit_code, name_key = material_name_key(r.name)
         FROM unit_aliases a WHERE r.ok AND a.alias = lower(btrim(coalesce(r.unit, r.calc_unit)));
         UPDATE import_rows r SET calc_unit_code = a.unit_code
         FROM unit_aliases a WHERE r.ok AND a.alias = lower(btrim(r.calc_unit));
@@ -291,13 +310,13 @@ async def _resolve_materials(conn: asyncpg.Connection) -> list[int]:
           AND m.sku = r.sku AND m.deleted_at IS NULL;
         UPDATE import_rows r SET material_id = m.id
         FROM (
-            SELECT DISTINCT ON (material_name_key(name), unit_code) id, material_name_key(name) AS key, unit_code
+            SELECT DISTINCT ON (name_key, unit_code) id, name_key, unit_code
             FROM materials
-            WHERE deleted_at IS NULL AND (material_name_key(name), unit_code) IN (
-                SELECT material_name_key(name), unit_code FROM import_rows WHERE ok AND material_id IS NULL)
-            ORDER BY material_name_key(name), unit_code, id
+            WHERE deleted_at IS NULL AND (name_key, unit_code) IN (
+                SELECT name_key, unit_code FROM import_rows WHERE ok AND material_id IS NULL)
+            ORDER BY name_key, unit_code, id
         ) m
-        WHERE r.ok AND r.material_id IS NULL AND m.key = material_name_key(r.name) AND m.unit_code = r.unit_code;
+        WHERE r.ok AND r.material_id IS NULL AND m.name_key = r.name_key AND m.unit_code = r.unit_code;
     """
     await conn.execute(match)
     created = await conn.fetch(
@@ -306,7 +325,7 @@ async def _resolve_materials(conn: asyncpg.Connection) -> list[int]:
         SELECT DISTINCT ON (key) sku, btrim(name), description, category_id, unit_code
         FROM (
             SELECT *, CASE WHEN sku IS NOT NULL THEN 'sku:' || sku
-                           ELSE 'name:' || material_name_key(name) || '|' || unit_code END AS key
+                           ELSE 'name:' || name_key || '|' || unit_code END AS key
             FROM import_rows WHERE ok AND material_id IS NULL
         ) r
         ORDER BY key, line
