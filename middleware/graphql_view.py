@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -26,9 +26,22 @@ class CatalogGraphQL(GraphQL):
         graphiql_enabled: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if graphiql_enabled else None, **kwargs)
+        super().__init__(schema, graphql_ide="graphiql" if graphiql_enabled else None,
+                         multipart_uploads_enabled=True, **kwargs)
         self._context_factory = context_factory
         self._graphiql_page = graphiql.page() if graphiql else None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _is_multipart(scope) and not _has_preflight_header(scope):
+            # A browser sends multipart forms cross-site without asking (CSRF); a header it would
+            # have to ask for proves the request comes from a client that means it.
+            response = JSONResponse(
+                {"errors": [{"message": "multipart requests (file uploads) need a header "
+                             "'GraphQL-Preflight: 1' (or 'Apollo-Require-Preflight')",
+                             "extensions": {"code": "VALIDATION"}}]}, status_code=400)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
         return self._context_factory(request, response)
@@ -41,3 +54,14 @@ class CatalogGraphQL(GraphQL):
     def encode_json(self, data: object) -> bytes:
         # orjson writes UTF-8 as is: Cyrillic stays 2 bytes a letter instead of a 6-byte \\u escape.
         return orjson.dumps(data)
+
+
+PREFLIGHT_HEADERS = (b"graphql-preflight", b"apollo-require-preflight", b"x-apollo-operation-name")
+
+
+def _is_multipart(scope: Any) -> bool:
+    return any(k == b"content-type" and v.lower().startswith(b"multipart/") for k, v in scope["headers"])
+
+
+def _has_preflight_header(scope: Any) -> bool:
+    return any(k in PREFLIGHT_HEADERS and v for k, v in scope["headers"])

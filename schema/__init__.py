@@ -11,6 +11,7 @@ from strawberry.extensions import SchemaExtension
 from schema.category import Category
 from schema.execution import CompiledExecutionContext
 from schema.material import Material
+from schema.mutation import Mutation
 from schema.price import PriceList
 from schema.query import Query
 from schema.supplier import Supplier
@@ -25,6 +26,7 @@ def build_schema(
     """
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         types=[Material, Category, Supplier, PriceList],
         extensions=list[Any](extensions),
         execution_context_class=CompiledExecutionContext if compiled else None,
