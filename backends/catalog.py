@@ -39,12 +39,14 @@ MATERIAL_COMPANION_JOINS = (
 )
 
 
-def with_material_companions(sql: str, order: str) -> str:
-    """`sql` (a page of materials) with each row's category and unit columns added; `order`
-    restates the page's order over the result, named through `p.`."""
+def with_material_columns(keys_sql: str, order: str, *, scoped: bool = False) -> str:
+    """A page found as (id, sort_key[, scope_id]) rows by `keys_sql`, with the materials'
+    columns and their category and unit columns; `order` restates the page's order over
+    the result, named through `p.`."""
+    scope = "p.scope_id, " if scoped else ""
     return (
-        f"SELECT p.*, {MATERIAL_COMPANION_COLUMNS} FROM ({sql}) p "
-        f"{MATERIAL_COMPANION_JOINS.format(m='p')} ORDER BY {order}"
+        f"SELECT {scope}{MATERIAL_COLUMNS}, p.sort_key, {MATERIAL_COMPANION_COLUMNS} FROM ({keys_sql}) p "
+        f"JOIN materials m ON m.id = p.id {MATERIAL_COMPANION_JOINS.format(m='m')} ORDER BY {order}"
     )
 
 
@@ -128,14 +130,16 @@ def material_page_query(
     limit = params.add(page.limit)
     inner_order = f"ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
     outer_order = f"p.sort_key {direction}, p.id {direction}"
+    # The page is found on (id, sort key) alone, from indexes where it can be; the columns of
+    # its rows are read last, for those rows only (with_material_columns).
     if not merge:
         if scoped_to_categories:
             where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
-        select = f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
+        select = f"SELECT m.id, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
     else:
         where.append("m.category_id = sc.id")
         per_category = (
-            f"SELECT {MATERIAL_COLUMNS}, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
+            f"SELECT m.id, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
         )
         root = "s.scope_id" if scoped_to_categories else f"{params.add(spec.category_id)}::bigint"
         select = (
@@ -143,9 +147,9 @@ def material_page_query(
             f"WHERE sc.path @> ARRAY[{root}] {order.format('q.')} LIMIT {limit}"
         )
     if not scoped_to_categories:
-        return with_material_companions(select, outer_order), params.values
+        return with_material_columns(select, outer_order), params.values
     scoped = f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({select}) p"
-    return with_material_companions(scoped, f"p.scope_id, {outer_order}"), params.values
+    return with_material_columns(scoped, f"p.scope_id, {outer_order}", scoped=True), params.values
 
 
 def material_count_query(spec: MaterialFilterSpec, *, scoped_to_categories: bool = False) -> tuple[str, list[Any]]:

@@ -133,6 +133,10 @@ class PostgresBackend:
         # asyncpg introspects bigint[] (the `= ANY($1::bigint[])` of every batch) on first
         # use; doing it here keeps that cost out of the first requests a connection serves.
         await conn.fetchval("SELECT NULL::bigint[]")
+        # Every statement here is a parameterised keyset or key lookup whose best plan does not
+        # depend on the values: plan once per connection. Left to choose, PostgreSQL kept
+        # planning the page query afresh (custom plans), 0.4 ms of its 0.87 ms per execution.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
         conn.add_query_logger(_count_round_trip)
 
     @staticmethod
