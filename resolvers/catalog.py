@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from backends.catalog import MaterialFilterSpec
-from loaders.base import prime_companions
+from backends.catalog import FULL_ROWS, MaterialFilterSpec, MaterialReadPlan
+from loaders.base import prime_companions, prime_current_prices
 from resolvers.context import Context
 from resolvers.errors import InvalidArgument
 from resolvers.ids import decode_id
@@ -52,6 +52,7 @@ async def materials_page(
     after: str | None,
     last: int | None,
     before: str | None,
+    plan: MaterialReadPlan = FULL_ROWS,
 ) -> tuple[Page, Callable[[], Awaitable[int]]]:
     kind = f"materials:{sort}:{'desc' if descending else 'asc'}"
     window = page_window(
@@ -59,8 +60,10 @@ async def materials_page(
         max_page_size=ctx.max_page_size,
     )
     await check_unit_filter(ctx, spec)
-    rows = await ctx.catalog.material_page(spec, window.spec)
+    rows = await ctx.catalog.material_page(spec, window.spec, plan)
     prime_companions(rows, ctx.loaders.material_companions())
+    if plan.current_prices:
+        prime_current_prices(rows, ctx.loaders.current_prices_by_material, ctx.loaders.supplier_by_id)
 
     async def total() -> int:
         return await ctx.catalog.material_count(spec)

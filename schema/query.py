@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
+from backends.catalog import MaterialReadPlan
 from resolvers import catalog as catalog_resolvers
 from resolvers.context import Context
 from resolvers.errors import InvalidArgument
@@ -11,10 +12,19 @@ from resolvers.ids import decode_id, parse_global_id
 from schema.category import Category
 from schema.material import Material, MaterialConnection, MaterialFilter, MaterialOrder, OrderDirection
 from schema.node import Node
-from schema.prefetch import prefetch_direct
+from schema.prefetch import fields_of, prefetch_direct, selections_under
 from schema.price import PriceList
 from schema.supplier import Supplier, SupplierConnection
 from schema.unit import Unit
+
+DETAIL_FIELDS = frozenset({"description", "color", "attributes"})
+PRICE_FIELDS = frozenset({"currentPrices", "bestPrice"})
+
+
+def read_plan(info: strawberry.Info[Context, None]) -> MaterialReadPlan:
+    """What the page's rows must bring, from what the query selects under `edges.node`."""
+    selected = {f.name for f in fields_of(selections_under(info, "edges", "node"), Material.TYPE_NAMES)}
+    return MaterialReadPlan(details=bool(selected & DETAIL_FIELDS), current_prices=bool(selected & PRICE_FIELDS))
 
 
 @strawberry.type
@@ -69,7 +79,7 @@ class Query:
         descending = bool(order_by and order_by.direction == OrderDirection.DESC)
         spec = catalog_resolvers.filter_spec(filter)
         page, total = await catalog_resolvers.materials_page(
-            info.context, spec, sort, descending, first, after, last, before
+            info.context, spec, sort, descending, first, after, last, before, read_plan(info)
         )
         return await MaterialConnection.from_page(page, total, info)
 

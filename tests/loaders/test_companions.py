@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
-from backends.catalog import CatalogReader, MaterialFilterSpec
+from backends.catalog import CatalogReader, MaterialFilterSpec, MaterialReadPlan, material_page_query
 from backends.postgres import PostgresBackend
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
-from loaders.base import category_of, supplier_of, unit_of
+from loaders.base import category_of, prime_current_prices, supplier_of, unit_of
+from loaders.registry import RequestLoaders
 from tests.catalog_fixtures import small_catalog
 
 
@@ -44,3 +46,27 @@ async def test_a_material_without_category_primes_nothing(empty_catalog: Postgre
     (row,) = await CatalogReader(empty_catalog).material_page(MaterialFilterSpec(), PageSpec(limit=5))
     assert category_of(row) is None and unit_of(row) is not None
 
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Moscow"])
+async def test_current_prices_read_with_a_page_equal_the_loaders_own(
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection, timezone: str
+) -> None:
+    await small_catalog(conn)
+    sql, args = material_page_query(MaterialFilterSpec(), PageSpec(limit=50), plan=MaterialReadPlan(current_prices=True))
+    await conn.execute(f"SET TimeZone = '{timezone}'")
+    try:
+        page = await conn.fetch(sql, *args)
+    finally:
+        await conn.execute("RESET TimeZone")
+    catalog, prices = CatalogReader(empty_catalog), PriceReader(empty_catalog)
+    loaders = RequestLoaders.build(catalog, prices)
+    prime_current_prices(page, loaders.current_prices_by_material, loaders.supplier_by_id)
+    own = await prices.current_prices_by_material_ids([r["id"] for r in page])
+    assert own
+    for row in page:
+        primed = await loaders.current_prices_by_material.load(row["id"])
+        expected = [dict(r) for r in own if r["material_id"] == row["id"]]
+        assert primed == expected
+        for price in primed:
+            assert (await loaders.supplier_by_id.load(price["supplier_id"]))["name"] == price["supplier_name"]

@@ -44,9 +44,11 @@ async def test_page_of_100_costs_the_same_round_trips_as_page_of_5(
     large, data100 = await round_trips(client, PAGE_QUERY, {"n": 100})
     assert len(data5["materials"]["edges"]) == 5 and len(data100["materials"]["edges"]) == 100
     assert all(len(e["node"]["currentPrices"]) == 3 for e in data100["materials"]["edges"])
-    # The materials page brings each material's category and unit rows along; then one
-    # batch of current prices, which brings each price's supplier along.
-    assert small == large == 2
+    # The materials page brings each material's category, unit and current prices (with
+    # their suppliers) along: one statement for the whole query.
+    assert small == large == 1
+    without_prices = PAGE_QUERY.replace("currentPrices { unitPrice supplier { name } }", "")
+    assert (await round_trips(client, without_prices, {"n": 100}))[0] == 1
 
 
 async def test_nested_connections_batch_per_level(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
