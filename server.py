@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -127,6 +128,19 @@ async def prepare_database(pg: PostgresBackend, settings: Settings) -> None:
                     log.info("loaded the demo catalog: %s", report)
 
 
+def tune_gc() -> None:
+    """Moves what start-up built out of the cyclic collector's way and lets it run less often.
+
+    A request allocates thousands of short-lived objects; reference counting frees nearly
+    all of them, but every 700 allocations Python's default threshold started a
+    collection anyway. Measured on W2 in-process: ~5% less CPU per request. Memory stays
+    bounded: the collector still runs, every 50,000 net allocations.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -174,8 +188,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await pg.open()
         try:
             await prepare_database(pg, settings)
+            tune_gc()
             yield
         finally:
+            gc.unfreeze()
             await pg.close()
 
     routes: list[Any] = [
