@@ -31,6 +31,9 @@ from backends.pricefile import PriceFile, PriceFileError, PriceRow, RowError, re
 
 IMPORT_LOCK = 7_107_500_002  # pg_advisory_xact_lock(IMPORT_LOCK, supplier id)
 BATCH_ROWS = 5_000  # rows parsed per trip to the worker thread
+# Per statement. The pool's default (30 s) suits requests; creating 500,000 materials for a
+# 1M-row file takes longer than that, and a timeout would throw the whole import away.
+STATEMENT_TIMEOUT_S = 1800.0
 Progress = Callable[[int], None]
 
 
@@ -117,6 +120,28 @@ async def _records(price_file: PriceFile, progress: Progress | None) -> AsyncIte
             progress(len(batch))
 
 
+class _Patient:
+    """The import's connection, its statements allowed STATEMENT_TIMEOUT_S each."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._conn.execute(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._conn.fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self._conn.fetchrow(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
+        return await self._conn.copy_records_to_table(table, timeout=STATEMENT_TIMEOUT_S, **kwargs)
+
+
 class _Duplicate(Exception):
     def __init__(self, row: asyncpg.Record) -> None:
         self.row = row
@@ -140,7 +165,7 @@ async def import_price_list(
     effective = effective_at or datetime.now(UTC)
     try:
         async with pg.transaction() as conn:
-            return await _import(conn, supplier_id, price_file, effective, progress, started)
+            return await _import(_Patient(conn), supplier_id, price_file, effective, progress, started)
     except _Duplicate as dup:
         row = dup.row
         return ImportResult(row["id"], row["version"], True, row["row_count"], row["rejected_count"], 0, 0,

@@ -159,25 +159,25 @@ class PostgresBackend:
         try:
             return await self.pool.fetch(sql, *args)
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         try:
             return await self.pool.fetchrow(sql, *args)
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         try:
             return await self.pool.fetchval(sql, *args)
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     async def execute(self, sql: str, *args: Any) -> str:
         try:
             return await self.pool.execute(sql, *args)
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -186,7 +186,7 @@ class PostgresBackend:
             async with self.pool.acquire() as conn, conn.transaction():
                 yield conn
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     def pool_usage(self) -> dict[str, int]:
         pool = self.pool
@@ -202,3 +202,10 @@ async def copy_records(
 
 def _json_text(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's text, or its kind when it has none (a TimeoutError says nothing)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within the statement timeout ({exc or 'timed out'})"
+    return str(exc) or type(exc).__name__
