@@ -26,12 +26,17 @@ MATERIAL_COLUMNS = (
     "(extract(epoch FROM m.updated_at) * 1000000)::bigint AS updated_us, "
     "m.deleted_at IS NOT NULL AS deleted"
 )
-# The same row without the free-text columns, for pages whose query selects none of them
-# (reading and decoding them was a third of a 50-row page's cost in PostgreSQL).
-MATERIAL_COLUMNS_NO_DETAILS = (
-    MATERIAL_COLUMNS.replace("m.description", "NULL::text AS description")
-    .replace("m.color", "NULL::text AS color").replace("m.attributes", "NULL::jsonb AS attributes")
+# The columns a page reads when its query selects them (MaterialReadPlan); every value is
+# decoded by asyncpg, and on a 50-row page the columns nobody selected cost more than the
+# ones selected.
+MATERIAL_KEY_COLUMNS = "m.id, m.sku, m.name, m.category_id, m.unit_code"
+MATERIAL_DETAIL_COLUMNS = "m.description, m.color, m.attributes"
+MATERIAL_TIME_COLUMNS = (
+    "(extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us, "
+    "(extract(epoch FROM m.updated_at) * 1000000)::bigint AS updated_us"
 )
+CATEGORY_COMPANION_COLUMNS = "c.parent_id AS category_parent_id, c.name AS category_name"
+UNIT_COMPANION_COLUMNS = "u.name AS unit_name, array_to_string(u.aliases, E'\\x1f') AS unit_aliases"
 # Each material's current prices (cheapest first) with their supplier names, as JSON text:
 # a page that shows prices needs no second statement (loaders.base.prime_current_prices).
 # Aggregated once for the whole page and joined: a correlated subquery per material made
@@ -51,6 +56,9 @@ class MaterialReadPlan:
     """What a page of materials must bring besides the row: decided from the query's selection."""
 
     details: bool = True  # description, color, attributes
+    timestamps: bool = True  # created_us, updated_us
+    category: bool = True  # the category's columns (loaders.base.category_of)
+    unit: bool = True  # the unit's columns (loaders.base.unit_of)
     current_prices: bool = False  # current_prices_json
 
 
@@ -73,10 +81,21 @@ def with_material_columns(keys_sql: str, order: str, plan: MaterialReadPlan, *, 
     columns and their category and unit columns (and what `plan` asks for); `order`
     restates the page's order over the result, named through `p.`."""
     scope = "p.scope_id, " if scoped else ""
-    columns = MATERIAL_COLUMNS if plan.details else MATERIAL_COLUMNS_NO_DETAILS
+    columns = [MATERIAL_KEY_COLUMNS, "p.sort_key"]
+    joins = []
+    if plan.details:
+        columns.append(MATERIAL_DETAIL_COLUMNS)
+    if plan.timestamps:
+        columns.append(MATERIAL_TIME_COLUMNS)
+    if plan.category:
+        columns.append(CATEGORY_COMPANION_COLUMNS)
+        joins.append("LEFT JOIN categories c ON c.id = m.category_id")
+    if plan.unit:
+        columns.append(UNIT_COMPANION_COLUMNS)
+        joins.append("LEFT JOIN units u ON u.code = m.unit_code")
     rows = (
-        f"SELECT {scope}{columns}, p.sort_key, {MATERIAL_COMPANION_COLUMNS} FROM ({keys_sql}) p "
-        f"JOIN materials m ON m.id = p.id {MATERIAL_COMPANION_JOINS.format(m='m')}"
+        f"SELECT {scope}{', '.join(columns)} FROM ({keys_sql}) p "
+        f"JOIN materials m ON m.id = p.id {' '.join(joins)}"
     )
     if not plan.current_prices:
         return f"{rows} ORDER BY {order}"

@@ -82,7 +82,7 @@ def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Compan
 
 def category_of(row: Any) -> tuple[int, dict[str, Any]] | None:
     """The category row read along with a material (backends.catalog MATERIAL_COMPANION_COLUMNS)."""
-    if row["category_name"] is None:
+    if row.get("category_name") is None:
         return None
     return row["category_id"], {"id": row["category_id"], "parent_id": row["category_parent_id"],
                                 "name": row["category_name"]}
@@ -90,7 +90,7 @@ def category_of(row: Any) -> tuple[int, dict[str, Any]] | None:
 
 def unit_of(row: Any) -> tuple[str, dict[str, Any]] | None:
     """The unit row read along with a material."""
-    if row["unit_name"] is None:
+    if row.get("unit_name") is None:
         return None
     aliases = row["unit_aliases"]
     return row["unit_code"], {"code": row["unit_code"], "name": row["unit_name"],

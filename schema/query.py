@@ -19,12 +19,16 @@ from schema.unit import Unit
 
 DETAIL_FIELDS = frozenset({"description", "color", "attributes"})
 PRICE_FIELDS = frozenset({"currentPrices", "bestPrice"})
+TIME_FIELDS = frozenset({"createdAt", "updatedAt"})
 
 
 def read_plan(info: strawberry.Info[Context, None]) -> MaterialReadPlan:
     """What the page's rows must bring, from what the query selects under `edges.node`."""
     selected = {f.name for f in fields_of(selections_under(info, "edges", "node"), Material.TYPE_NAMES)}
-    return MaterialReadPlan(details=bool(selected & DETAIL_FIELDS), current_prices=bool(selected & PRICE_FIELDS))
+    return MaterialReadPlan(
+        details=bool(selected & DETAIL_FIELDS), timestamps=bool(selected & TIME_FIELDS),
+        category="category" in selected, unit="unit" in selected, current_prices=bool(selected & PRICE_FIELDS),
+    )
 
 
 @strawberry.type

@@ -51,6 +51,12 @@ TREE = """{ categories { id name parent { id } children { id name children { nam
 SUPPLIERS = """{ suppliers(first: 5) { edges { node { name priceLists(first: 5) { edges { node {
   version status supplier { name } prices(first: 5) { edges { node { unitPrice material { sku category { name } } } } } } } } } } } }"""
 
+# Read plans (which columns a page reads) follow the selection through aliases and fragments.
+PAGE_THROUGH_FRAGMENTS = """{ materials(first: 10) { edges { node { ... on Node { id } ...Times when: createdAt
+  ... on Material { notes: description unit { code } } } } } }
+fragment Times on Material { updatedAt category { name } currentPrices { unitPrice } }"""
+NARROW_PAGE = """{ materials(first: 10) { edges { node { name } } } }"""
+
 BAD = """query($id: ID!) { material(id: $id) { sku } materials(first: 2, filter: {unit: "парсек"}) { totalCount } }"""
 
 
@@ -113,7 +119,7 @@ async def test_directive_variables_change_between_runs_of_one_document(schemas: 
         assert ("currentPrices" in data["again"]) is (not skip)
 
 
-@pytest.mark.parametrize("query", [LITERAL_DIRECTIVES, TREE, SUPPLIERS])
+@pytest.mark.parametrize("query", [LITERAL_DIRECTIVES, TREE, SUPPLIERS, PAGE_THROUGH_FRAGMENTS, NARROW_PAGE])
 async def test_other_documents_match(schemas: Any, query: str) -> None:
     data, errors = await _same(schemas, query, {})
     assert not errors and data
@@ -127,3 +133,18 @@ async def test_errors_match(schemas: Any) -> None:
 
 def test_production_schema_uses_the_compiled_context() -> None:
     assert build_schema().execution_context_class is CompiledExecutionContext
+
+
+async def test_pages_read_the_columns_their_selection_needs(schemas: Any, conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "UPDATE materials SET description = 'Пакет 50 кг', color = 'серый', attributes = '{\"grade\": \"М400\"}' "
+        "WHERE sku = 'CEM0001'")
+    _, compiled, _, pg = schemas
+    doc = """{ materials(first: 20) { edges { node { sku ...D when: createdAt } } } }
+    fragment D on Material { notes: description color attributes updatedAt unit { code } category { name } }"""
+    data, errors = await _run(compiled, pg, doc, {})
+    assert not errors
+    cement = next(e["node"] for e in data["materials"]["edges"] if e["node"]["sku"] == "CEM0001")
+    assert (cement["notes"], cement["color"], cement["attributes"]) == ("Пакет 50 кг", "серый", {"grade": "М400"})
+    assert cement["when"] and cement["updatedAt"] and cement["unit"] == {"code": "мешок"}
+    assert cement["category"] == {"name": "Цемент"}
