@@ -15,6 +15,7 @@ that price list with `duplicate=True` and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -161,17 +162,53 @@ async def import_price_list(
     Raises PriceFileError (the file cannot be used; nothing stored) or SupplierNotFound.
     """
     started = time.perf_counter()
+
+    def duplicate(row: asyncpg.Record) -> ImportResult:
+        return ImportResult(row["id"], row["version"], True, row["row_count"], row["rejected_count"], 0, 0,
+                            round(time.perf_counter() - started, 3))
+
+    # A file already imported is recognised by its checksum before anything is parsed when
+    # the bytes can be read twice (a path, an uploaded temporary file); the import itself
+    # checks again under the supplier's lock.
+    checksum = await asyncio.to_thread(_checksum_first, source)
+    if checksum is not None:
+        row = await pg.fetchrow(
+            "SELECT id, version, row_count, rejected_count FROM price_lists WHERE supplier_id = $1 AND checksum = $2",
+            supplier_id, checksum)
+        if row is not None:
+            return duplicate(row)
     price_file = await asyncio.to_thread(read_price_file, source, filename=filename)
     effective = effective_at or datetime.now(UTC)
     try:
         async with pg.transaction() as conn:
             return await _import(_Patient(conn), supplier_id, price_file, effective, progress, started)
     except _Duplicate as dup:
-        row = dup.row
-        return ImportResult(row["id"], row["version"], True, row["row_count"], row["rejected_count"], 0, 0,
-                            round(time.perf_counter() - started, 3))
+        return duplicate(dup.row)
     finally:
         price_file.close()
+
+
+def _checksum_first(source: str | Path | BinaryIO) -> str | None:
+    """sha256 of the file's bytes without consuming a stream (None if it cannot be rewound)."""
+    digest = hashlib.sha256()
+    if isinstance(source, str | Path):
+        try:
+            with open(source, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None  # read_price_file reports it
+        return digest.hexdigest()
+    try:
+        if not source.seekable():
+            return None
+        start = source.tell()
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+        source.seek(start)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return digest.hexdigest()
 
 
 async def _import(

@@ -220,3 +220,21 @@ async def test_cli_import_killed_mid_way_leaves_no_partial_version(database_url:
             proc.kill()
             await proc.wait()
         await conn.close()
+
+
+@pytest.mark.parametrize("sample", ["test_price_v1.csv", "building_materials.json", "stroyactiv-table.csv"])
+def test_the_early_checksum_is_the_parsers_checksum(sample: str) -> None:
+    from backends.pricefile import read_price_file
+
+    path = SAMPLES / sample
+    parsed = read_price_file(path)
+    try:
+        for _ in parsed.rows():
+            pass
+    except PriceFileError:
+        pass  # a file with no valid row still has its checksum
+    with path.open("rb") as stream:
+        stream.read(7)
+        stream.seek(0)
+        assert imports._checksum_first(stream) == imports._checksum_first(path) == parsed.checksum
+        assert stream.tell() == 0  # the stream is left where it was
