@@ -36,6 +36,7 @@ from backends.prices import PriceReader
 from loaders.registry import RequestLoaders
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
+from middleware.lean_queries import LeanQueries
 from middleware.query_stats import QueryStatsExtension
 from resolvers.context import Context
 from schema import build_schema
@@ -77,6 +78,7 @@ class Settings:
     auto_migrate: bool = True
     seed_demo: bool = True
     graphiql: bool = True
+    lean_queries: bool = True  # POSTed JSON queries skip Strawberry's HTTP layer (middleware.lean_queries)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -97,6 +99,7 @@ class Settings:
             # The demo catalog is for the embedded default; a real DATABASE_URL is left alone.
             seed_demo=_flag(env.get("SEED_DEMO"), default=database_url is None),
             graphiql=_flag(env.get("GRAPHIQL"), default=True),
+            lean_queries=_flag(env.get("LEAN_QUERIES"), default=True),
         )
 
     def resolved_database_url(self) -> str:
@@ -164,8 +167,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     assets = find_graphiql_assets()
+    lean = LeanQueries(schema, make_context, query_stats=settings.debug) if settings.lean_queries else None
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
-                                 graphiql_enabled=settings.graphiql)
+                                 graphiql_enabled=settings.graphiql, lean_queries=lean)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

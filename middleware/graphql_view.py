@@ -6,12 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from middleware.graphiql import GraphiQLAssets
+from middleware.lean_queries import LeanQueries
 
 
 class CatalogGraphQL(GraphQL):
@@ -24,12 +26,14 @@ class CatalogGraphQL(GraphQL):
         context_factory: Callable[[Request | WebSocket, Response | WebSocket | None], Any],
         graphiql: GraphiQLAssets | None,
         graphiql_enabled: bool = True,
+        lean_queries: LeanQueries | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql_enabled else None,
                          multipart_uploads_enabled=True, **kwargs)
         self._context_factory = context_factory
         self._graphiql_page = graphiql.page() if graphiql else None
+        self._lean = lean_queries
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and _is_multipart(scope) and not _has_preflight_header(scope):
@@ -41,6 +45,11 @@ class CatalogGraphQL(GraphQL):
                              "extensions": {"code": "VALIDATION"}}]}, status_code=400)
             await response(scope, receive, send)
             return
+        if self._lean is not None and scope["type"] == "http" and scope["method"] == "POST" and _is_json(scope):
+            body = await _read_body(receive)
+            if await self._lean.handle(scope, receive, send, body):
+                return
+            receive = _replay(body, receive)
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
@@ -50,6 +59,13 @@ class CatalogGraphQL(GraphQL):
         if self._graphiql_page is None:
             return await super().render_graphql_ide(request)
         return HTMLResponse(self._graphiql_page)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            # Strawberry would fail on it with an AttributeError (a 500); it is the client's mistake.
+            raise HTTPException(400, "The request body must be a JSON object (or a list of them for a batch)")
+        return parsed
 
     def encode_json(self, data: object) -> bytes:
         # orjson writes UTF-8 as is: Cyrillic stays 2 bytes a letter instead of a 6-byte \\u escape.
@@ -65,3 +81,36 @@ def _is_multipart(scope: Any) -> bool:
 
 def _has_preflight_header(scope: Any) -> bool:
     return any(k in PREFLIGHT_HEADERS and v for k, v in scope["headers"])
+
+
+def _is_json(scope: Any) -> bool:
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A `receive` that hands the already-read body over once, then defers to the real one."""
+    sent = False
+
+    async def replayed() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
