@@ -149,13 +149,23 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
         return
     # Every load is issued before the first await, so each DataLoader batches all of its
     # keys for this level into a single statement.
-    waits = []
+    # Relations whose rows are all in the loader's cache already (primed by the statement
+    # that read the parents) are answered without a task or an await.
+    results: list[Any] = []
+    pending: list[tuple[int, Any]] = []
     for name in planned:
         rel = relations[name]
-        keys = [rel.key(o) for o in objects]
-        present = [k for k in keys if k is not None]
-        waits.append(load_all(rel.loader(context), present) if present else _done([]))
-    results = await asyncio.gather(*waits) if len(waits) > 1 else [await waits[0]]
+        loader = rel.loader(context)
+        present = [k for k in (rel.key(o) for o in objects) if k is not None]
+        cached = _cached_all(loader, present)
+        results.append(cached)
+        if cached is None:
+            pending.append((len(results) - 1, load_all(loader, present)))
+    if len(pending) == 1:
+        results[pending[0][0]] = await pending[0][1]
+    elif pending:
+        for (index, _), rows in zip(pending, await asyncio.gather(*(w for _, w in pending)), strict=True):
+            results[index] = rows
     children: list[tuple[list[Any], list[Any]]] = []
     for (name, sub), rows in zip(planned.items(), results, strict=True):
         rel = relations[name]
@@ -182,7 +192,25 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
                 level.append(value)
         children.append((level, sub))
     # Siblings of one type share a level: group them so each relation is still one batch.
-    await asyncio.gather(*(prefetch(context, level, sub) for level, sub in children if level))
+    levels = [(level, sub) for level, sub in children if level]
+    if len(levels) == 1:
+        await prefetch(context, *levels[0])
+    elif levels:
+        await asyncio.gather(*(prefetch(context, level, sub) for level, sub in levels))
+
+
+def _cached_all(loader: DataLoader[Any, Any], keys: Sequence[Any]) -> list[Any] | None:
+    """The loader's cached values for every key, or None if any is missing or still loading."""
+    if not loader.cache:
+        return None
+    get = loader.cache_map.get
+    values = []
+    for key in keys:
+        future = get(key)
+        if future is None or not future.done() or future.cancelled():
+            return None
+        values.append(future.result())  # raises the batch's error, as load() would
+    return values
 
 
 async def load_all(loader: DataLoader[Any, Any], keys: Sequence[Any]) -> list[Any]:
@@ -279,9 +307,3 @@ async def _fetch(loader: DataLoader[Any, Any], batch: _BulkBatch) -> None:
 
 
 _FETCHES: set[asyncio.Task[None]] = set()  # strong references to running bulk fetches
-
-
-def _done(value: Any) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
