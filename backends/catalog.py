@@ -184,7 +184,11 @@ def material_page_query(
     keyset = keyset_condition(sort_expr, "m.id", page, params)
     if keyset:
         where.append(keyset)
-    limit = params.add(page.limit)
+    # The page size is written into the statement, not passed as a parameter: with a
+    # parameter PostgreSQL's generic plan cannot know the LIMIT is small, and chose plans
+    # that cost 0.77 ms instead of 0.31 ms for a 50-row page. The size is an int checked
+    # against the page cap; each size gets its own prepared statement.
+    limit = str(int(page.limit))
     inner_order = f"ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
     outer_order = f"p.sort_key {direction}, p.id {direction}"
     # The page is found on (id, sort key) alone, from indexes where it can be; the columns of
@@ -297,7 +301,7 @@ class CatalogReader:
         params = SqlParams()
         keyset = keyset_condition("name", "id", page, params)
         where = f"WHERE {keyset}" if keyset else ""
-        limit = params.add(page.limit)
+        limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         direction = "DESC" if page.descending else "ASC"
         return await self.pg.fetch(
             f"SELECT id, name, name AS sort_key FROM suppliers {where} "

@@ -62,7 +62,7 @@ class PriceReader:
         keyset = keyset_condition("p.valid_from", "p.id", page, params)
         if keyset:
             where.append(keyset)
-        limit = params.add(page.limit)
+        limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         sql = (
             f"SELECT s.material_id AS scope_id, h.*, {SUPPLIER_COMPANION} "
             "FROM unnest($1::bigint[]) WITH ORDINALITY AS s(material_id, ord) "
@@ -83,7 +83,7 @@ class PriceReader:
         keyset = keyset_condition("p.id", "p.id", page, params)
         if keyset:
             where.append(keyset)
-        limit = params.add(page.limit)
+        limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         sql = (
             "SELECT pl.id AS scope_id, h.* FROM price_lists pl "
             f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.id AS sort_key FROM prices p "
@@ -106,7 +106,7 @@ class PriceReader:
         keyset = keyset_condition("pl.version", "pl.id", page, params)
         if keyset:
             where.append(keyset)
-        limit = params.add(page.limit)
+        limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         sql = (
             "SELECT s.supplier_id AS scope_id, h.* FROM unnest($1::bigint[]) AS s(supplier_id) "
             f"CROSS JOIN LATERAL (SELECT {PRICE_LIST_COLUMNS}, pl.version AS sort_key FROM price_lists pl "
