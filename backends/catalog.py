@@ -17,26 +17,32 @@ import asyncpg
 from backends.postgres import PostgresBackend
 from backends.sql import PageSpec, SqlParams, keyset_condition, like_prefix
 
-# Timestamps travel as integer microseconds since the epoch and become datetimes only when a
-# query selects them (schema.material): decoding three timestamptz per row was a third of
-# the client-side cost of a 50-row page. `deleted` stands for `deleted_at IS NOT NULL`.
-MATERIAL_COLUMNS = (
-    "m.id, m.sku, m.name, m.description, m.category_id, m.unit_code, m.color, m.attributes, "
-    "(extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us, "
-    "(extract(epoch FROM m.updated_at) * 1000000)::bigint AS updated_us, "
-    "m.deleted_at IS NOT NULL AS deleted"
-)
-# The columns a page reads when its query selects them (MaterialReadPlan); every value is
-# decoded by asyncpg, and on a 50-row page the columns nobody selected cost more than the
-# ones selected.
+# The columns of a material row, in groups a page reads only when its query selects them
+# (MaterialReadPlan): asyncpg decodes every value, and on a 50-row page the columns nobody
+# selected cost more than the ones selected. Timestamps travel as integer microseconds
+# since the epoch and become datetimes only when selected (schema.material): decoding
+# timestamptz values was a third of the client-side cost of a page.
 MATERIAL_KEY_COLUMNS = "m.id, m.sku, m.name, m.category_id, m.unit_code"
 MATERIAL_DETAIL_COLUMNS = "m.description, m.color, m.attributes"
 MATERIAL_TIME_COLUMNS = (
     "(extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us, "
     "(extract(epoch FROM m.updated_at) * 1000000)::bigint AS updated_us"
 )
+# A whole row, for lookups by id or SKU; `deleted` stands for `deleted_at IS NOT NULL`.
+MATERIAL_COLUMNS = (
+    f"{MATERIAL_KEY_COLUMNS}, {MATERIAL_DETAIL_COLUMNS}, {MATERIAL_TIME_COLUMNS}, "
+    "m.deleted_at IS NOT NULL AS deleted"
+)
+
+# Each material's category and unit, read along as plain columns so that a page needs no
+# second and third round trip for them (loaders.base.prime_companions builds their rows).
+# Plain columns, not composite `categories` values: asyncpg decodes those ~6x slower.
 CATEGORY_COMPANION_COLUMNS = "c.parent_id AS category_parent_id, c.name AS category_name"
+CATEGORY_COMPANION_JOIN = "LEFT JOIN categories c ON c.id = m.category_id"
 UNIT_COMPANION_COLUMNS = "u.name AS unit_name, array_to_string(u.aliases, E'\\x1f') AS unit_aliases"
+UNIT_COMPANION_JOIN = "LEFT JOIN units u ON u.code = m.unit_code"
+MATERIAL_COMPANION_COLUMNS = f"{CATEGORY_COMPANION_COLUMNS}, {UNIT_COMPANION_COLUMNS}"
+MATERIAL_COMPANION_JOINS = f"{CATEGORY_COMPANION_JOIN} {UNIT_COMPANION_JOIN}"
 # Each material's current prices (cheapest first) with their supplier names, as JSON text:
 # a page that shows prices needs no second statement (loaders.base.prime_current_prices).
 # Aggregated once for the whole page and joined: a correlated subquery per material made
@@ -64,18 +70,6 @@ class MaterialReadPlan:
 
 FULL_ROWS = MaterialReadPlan()
 
-# Each material's category and unit, read along as plain columns so that a page needs no
-# second and third round trip for them (loaders.base.prime_companions builds their rows).
-# Plain columns, not composite `categories` values: asyncpg decodes those ~6x slower.
-MATERIAL_COMPANION_COLUMNS = (
-    "c.parent_id AS category_parent_id, c.name AS category_name, "
-    "u.name AS unit_name, array_to_string(u.aliases, E'\\x1f') AS unit_aliases"
-)
-MATERIAL_COMPANION_JOINS = (
-    "LEFT JOIN categories c ON c.id = {m}.category_id LEFT JOIN units u ON u.code = {m}.unit_code"
-)
-
-
 def with_material_columns(keys_sql: str, order: str, plan: MaterialReadPlan, *, scoped: bool = False) -> str:
     """A page found as (id, sort_key[, scope_id]) rows by `keys_sql`, with the materials'
     columns and their category and unit columns (and what `plan` asks for); `order`
@@ -89,10 +83,10 @@ def with_material_columns(keys_sql: str, order: str, plan: MaterialReadPlan, *, 
         columns.append(MATERIAL_TIME_COLUMNS)
     if plan.category:
         columns.append(CATEGORY_COMPANION_COLUMNS)
-        joins.append("LEFT JOIN categories c ON c.id = m.category_id")
+        joins.append(CATEGORY_COMPANION_JOIN)
     if plan.unit:
         columns.append(UNIT_COMPANION_COLUMNS)
-        joins.append("LEFT JOIN units u ON u.code = m.unit_code")
+        joins.append(UNIT_COMPANION_JOIN)
     rows = (
         f"SELECT {scope}{', '.join(columns)} FROM ({keys_sql}) p "
         f"JOIN materials m ON m.id = p.id {' '.join(joins)}"
@@ -235,14 +229,14 @@ class CatalogReader:
     async def materials_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
         return await self.pg.fetch(
             f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANION_COLUMNS} FROM materials m "
-            f"{MATERIAL_COMPANION_JOINS.format(m='m')} WHERE m.id = ANY($1::bigint[])",
+            f"{MATERIAL_COMPANION_JOINS} WHERE m.id = ANY($1::bigint[])",
             ids,
         )
 
     async def materials_by_skus(self, skus: Sequence[str]) -> list[asyncpg.Record]:
         return await self.pg.fetch(
             f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANION_COLUMNS} FROM materials m "
-            f"{MATERIAL_COMPANION_JOINS.format(m='m')} "
+            f"{MATERIAL_COMPANION_JOINS} "
             "WHERE m.sku = ANY($1::text[]) AND m.deleted_at IS NULL",
             skus,
         )

@@ -48,7 +48,7 @@ class RequestLoaders:
         unit_by_code = UnitByCodeLoader(catalog)
         supplier_by_id = SupplierByIdLoader(catalog)
         # Rows read with a material or a price fill these loaders (loaders.base.Companion).
-        with_material = (Companion(category_by_id, category_of), Companion(unit_by_code, unit_of))
+        with_material = _material_companions(category_by_id, unit_by_code)
         with_price = (Companion(supplier_by_id, supplier_of),)
         return cls(
             material_by_id=MaterialByIdLoader(catalog, with_material),
@@ -69,4 +69,8 @@ class RequestLoaders:
 
     def material_companions(self) -> tuple[Companion, ...]:
         """What a page of material rows read outside a loader primes (resolvers.catalog)."""
-        return (Companion(self.category_by_id, category_of), Companion(self.unit_by_code, unit_of))
+        return _material_companions(self.category_by_id, self.unit_by_code)
+
+
+def _material_companions(category_by_id: CategoryByIdLoader, unit_by_code: UnitByCodeLoader) -> tuple[Companion, ...]:
+    return (Companion(category_by_id, category_of), Companion(unit_by_code, unit_of))
