@@ -128,7 +128,18 @@ async def _update(conn: asyncpg.Connection, material_id: int, columns: dict[str,
         f"RETURNING {MATERIAL_COLUMNS}", material_id, *columns.values())
 
 
+def _conflict(path: tuple[str | int, ...]) -> Problem:
+    return Problem(path, "the SKU belongs to another material (created at the same time)", "CONFLICT")
+
+
 async def create_material(pg: PostgresBackend, values: MaterialValues) -> tuple[asyncpg.Record | None, list[Problem]]:
+    try:
+        return await _create_material(pg, values)
+    except asyncpg.UniqueViolationError:  # another transaction took the SKU after our check
+        return None, [_conflict(("input", "sku"))]
+
+
+async def _create_material(pg: PostgresBackend, values: MaterialValues) -> tuple[asyncpg.Record | None, list[Problem]]:
     async with pg.transaction() as conn:
         columns, problems = await _validate(conn, values, ("input",), creating=True)
         if not problems and await _sku_taken(conn, columns.get("sku")):
@@ -141,6 +152,15 @@ async def create_material(pg: PostgresBackend, values: MaterialValues) -> tuple[
 
 
 async def update_material(
+    pg: PostgresBackend, material_id: int, values: MaterialValues
+) -> tuple[asyncpg.Record | None, list[Problem]]:
+    try:
+        return await _update_material(pg, material_id, values)
+    except asyncpg.UniqueViolationError:
+        return None, [_conflict(("patch", "sku"))]
+
+
+async def _update_material(
     pg: PostgresBackend, material_id: int, values: MaterialValues
 ) -> tuple[asyncpg.Record | None, list[Problem]]:
     async with pg.transaction() as conn:
@@ -174,6 +194,13 @@ async def upsert_materials(pg: PostgresBackend, items: Sequence[MaterialValues])
     """Creates or updates (by SKU) every item, or none when any item has a problem."""
     if len(items) > MAX_BULK:
         return 0, 0, [Problem(("input",), f"{len(items)} items; at most {MAX_BULK} per call")]
+    try:
+        return await _upsert_materials(pg, items)
+    except asyncpg.UniqueViolationError:
+        return 0, 0, [_conflict(("input",))]
+
+
+async def _upsert_materials(pg: PostgresBackend, items: Sequence[MaterialValues]) -> tuple[int, int, list[Problem]]:
     async with pg.transaction() as conn:
         planned: list[tuple[int | None, dict[str, Any]]] = []
         problems: list[Problem] = []

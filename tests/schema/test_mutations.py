@@ -152,3 +152,23 @@ async def test_archive_price_lists_keeps_history_reachable(
     assert len(history["material"]["priceHistory"]["edges"]) == 3
     naive = await gql(client, 'mutation { archivePriceLists(before: "2024-02-15T00:00:00") }')
     assert "time zone" in naive["errors"][0]["message"]
+
+
+async def test_a_sku_taken_between_check_and_insert_is_a_conflict(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clients creating the same SKU at once: the unique index decides, the loser gets CONFLICT."""
+    from backends import writes
+
+    async def not_taken(*_: object) -> bool:  # the other transaction commits right after our check
+        return False
+
+    monkeypatch.setattr(writes, "_sku_taken", not_taken)
+    await conn.execute("INSERT INTO materials (name, unit_code, sku) VALUES ('Кирпич', 'шт', 'BRK-9')")
+    result = (await gql_data(client, CREATE, {"input": {"name": "Кирпич облицовочный", "unit": "шт", "sku": "BRK-9"}}))
+    assert result["createMaterial"]["material"] is None
+    assert [(e["field"], e["code"]) for e in result["createMaterial"]["errors"]] == [(["input", "sku"], "CONFLICT")]
+    other = await conn.fetchval("INSERT INTO materials (name, unit_code) VALUES ('Щебень', 'м³') RETURNING id")
+    patched = await gql_data(client, UPDATE, {"id": to_global_id("Material", other), "patch": {"sku": "BRK-9"}})
+    assert [e["code"] for e in patched["updateMaterial"]["errors"]] == ["CONFLICT"]
+    assert await conn.fetchval("SELECT count(*) FROM events") == 0
