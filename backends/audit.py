@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from backends.postgres import PostgresBackend
-from backends.writes import UNSET
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 200  # longer strings in the variables are cut: the audit is a summary, not a copy
 
 
 def summarise(value: Any) -> Any:
-    """Variables as JSON-safe data without file contents or long texts."""
+    """Variables as JSON-safe data, long texts and lists cut short. Callers pass plain data:
+    the GraphQL layer turns input objects and uploads into mappings first (never file bytes)."""
     if isinstance(value, Mapping):
-        return {str(k): summarise(v) for k, v in value.items() if not _unset(v)}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # GraphQL input objects
-        return {f.name: summarise(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not _unset(getattr(value, f.name))}
+        return {str(k): summarise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         head = [summarise(v) for v in value[:20]]
         return head + ([f"... {len(value) - 20} more"] if len(value) > 20 else [])
-    if hasattr(value, "filename") and hasattr(value, "read"):  # an upload: its name, never its bytes
-        return {"file": getattr(value, "filename", None), "contentType": getattr(value, "content_type", None)}
     if isinstance(value, str):
         return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "..."
     if value is None or isinstance(value, bool | int | float):
         return value
     return str(value)
-
-
-def _unset(value: Any) -> bool:
-    """Input fields the client did not send (Strawberry's UNSET, backends.writes.UNSET)."""
-    return type(value).__name__ == "UnsetType" or value is UNSET
 
 
 async def record(pg: PostgresBackend, operation: str, variables: Mapping[str, Any], outcome: str,

@@ -6,6 +6,7 @@ payload's `errors` with a field path and a code; every mutation leaves an audit 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -125,6 +126,23 @@ def _values(source: MaterialInput | MaterialPatch, path: list[str]) -> MaterialV
     )
 
 
+def _plain(value: Any) -> Any:
+    """Arguments as plain data for the audit: input objects without the fields not sent,
+    uploads as their name and type (never their bytes)."""
+    if value is strawberry.UNSET:
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not strawberry.UNSET}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not strawberry.UNSET}
+    if hasattr(value, "filename") and hasattr(value, "read"):
+        return {"file": value.filename, "contentType": getattr(value, "content_type", None)}
+    return value
+
+
 def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Records every call of the resolver in the audit log: variables, outcome, errors."""
 
@@ -132,18 +150,19 @@ def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
         @functools.wraps(resolver)
         async def run(self: Any, info: strawberry.Info[Context, None], **kwargs: Any) -> T:
             pg = info.context.catalog.pg
+            variables = _plain(kwargs)
             try:
                 result = await resolver(self, info, **kwargs)
             except Exception as exc:
-                await audit.record(pg, operation, kwargs, "error", {"error": str(exc)})
+                await audit.record(pg, operation, variables, "error", {"error": str(exc)})
                 raise
             errors = getattr(result, "errors", None)
             if errors:
-                await audit.record(pg, operation, kwargs, "rejected",
+                await audit.record(pg, operation, variables, "rejected",
                                    {"errors": [{"field": e.field, "message": e.message, "code": e.code.value}
                                                for e in errors]})
             else:
-                await audit.record(pg, operation, kwargs, "ok")
+                await audit.record(pg, operation, variables, "ok")
             return result
 
         return run
