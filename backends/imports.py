@@ -212,7 +212,7 @@ def _checksum_first(source: str | Path | BinaryIO) -> str | None:
 
 
 async def _import(
-    conn: asyncpg.Connection, supplier_id: int, price_file: PriceFile, effective: datetime,
+    conn: _Patient, supplier_id: int, price_file: PriceFile, effective: datetime,
     progress: Progress | None, started: float,
 ) -> ImportResult:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LOCK % 2**31, supplier_id)
@@ -321,7 +321,7 @@ async def _import(
                         round(time.perf_counter() - started, 3), phases)
 
 
-async def _resolve_units(conn: asyncpg.Connection) -> None:
+async def _resolve_units(conn: _Patient) -> None:
     """Units through the alias table (м3, куб.м, m3 -> м³); a row whose unit is unknown is rejected."""
     await conn.execute(
         """
@@ -340,7 +340,7 @@ async def _resolve_units(conn: asyncpg.Connection) -> None:
         """)
 
 
-async def _resolve_categories(conn: asyncpg.Connection) -> None:
+async def _resolve_categories(conn: _Patient) -> None:
     """`use_category` names reuse a category of that name anywhere in the tree (the oldest),
     else become new root categories."""
     await conn.execute(
@@ -363,7 +363,7 @@ async def _resolve_categories(conn: asyncpg.Connection) -> None:
         """)
 
 
-async def _resolve_materials(conn: asyncpg.Connection) -> list[int]:
+async def _resolve_materials(conn: _Patient) -> list[int]:
     """Rows find their material by SKU, else by normalised name + unit; the rest create
     materials (one per SKU, or per name + unit). Returns the ids created."""
     match = """

@@ -801,6 +801,18 @@ def read_price_file(source: str | Path | BinaryIO, *, filename: str | None = Non
         raise
 
 
+def _use_header(pf: PriceFile, headers: list[str], where: str) -> int:
+    """Sets the file's columns and row plan from its header; returns the header's width.
+    A header missing a required column is refused, saying where the header is."""
+    pf.columns = [h for h in headers if h]
+    try:
+        pf._plan, pf.ignored_columns = _header_plan(headers)
+    except PriceFileError as exc:
+        raise PriceFileError(f"{where}: {exc}") from None
+    pf._names = _names_of(pf._plan)
+    return len(headers)
+
+
 def _open_csv(pf: PriceFile, prefix: bytes, stream: BinaryIO, encoding: str | None, hasher: Any) -> None:
     complete = len(prefix) < PREFIX_SIZE
     encoding, text = _decode_prefix(prefix, complete, encoding)
@@ -842,14 +854,7 @@ def _open_csv(pf: PriceFile, prefix: bytes, stream: BinaryIO, encoding: str | No
     if header is None:
         raise PriceFileError("empty file")
     header_line, header_fields = header
-    headers = [_normalise_header(h) for h in header_fields]
-    pf.columns = [h for h in headers if h]
-    try:
-        pf._plan, pf.ignored_columns = _header_plan(headers)
-    except PriceFileError as exc:
-        raise PriceFileError(f"line {header_line}: {exc}") from None
-    pf._names = _names_of(pf._plan)
-    width = len(headers)
+    width = _use_header(pf, [_normalise_header(h) for h in header_fields], f"line {header_line}")
     first = read()
     if first is None:
         raise PriceFileError(f"no data rows: the file has only a header (line {header_line})")
@@ -1013,13 +1018,7 @@ def _open_xlsx(pf: PriceFile, prefix: bytes, stream: BinaryIO, owned: bool, hash
     headers = [_normalise_header(h) for h in header_values]
     while headers and not headers[-1]:
         headers.pop()
-    pf.columns = [h for h in headers if h]
-    try:
-        pf._plan, pf.ignored_columns = _header_plan(headers)
-    except PriceFileError as exc:
-        raise PriceFileError(f"row {header_line}: {exc}") from None
-    pf._names = _names_of(pf._plan)
-    width = len(headers)
+    width = _use_header(pf, headers, f"row {header_line}")
     first = read()
     if first is None:
         raise PriceFileError(f"no data rows: the sheet {sheet.title!r} has only a header (row {header_line})")
