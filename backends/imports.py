@@ -356,7 +356,10 @@ async def _resolve_categories(conn: _Patient) -> None:
             ON CONFLICT DO NOTHING
             RETURNING id
         )
-        UPDATE categories c SET path = ARRAY[c.id] FROM added WHERE c.id = added.id;
+        SELECT count(*) FROM added;
+        -- A separate statement: the UPDATE of a data-modifying CTE's statement cannot see the
+        -- rows that CTE inserted (they all kept an empty path, so category filters missed them).
+        UPDATE categories SET path = ARRAY[id] WHERE parent_id IS NULL AND path = '{}';
         UPDATE import_rows r SET category_id = c.id
         FROM (SELECT DISTINCT ON (lower(name)) id, lower(name) AS key FROM categories ORDER BY lower(name), id) c
         WHERE r.ok AND c.key = lower(btrim(r.category));

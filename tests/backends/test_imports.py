@@ -103,6 +103,8 @@ async def test_rows_match_by_sku_then_by_normalised_name_and_unit_alias(
     rejected = await conn.fetchrow('SELECT line, "column", message FROM price_list_rejected_rows')
     assert (rejected["line"], rejected["column"]) == (6, "unit") and "парсек" in rejected["message"]
     assert await conn.fetchval("SELECT count(*) FROM categories WHERE lower(name) IN ('кирпич', 'крепёж')") == 1
+    # New categories are roots with their own path, so category filters find their materials.
+    assert await conn.fetchval("SELECT count(*) FROM categories WHERE path <> ARRAY[id]") == 0
 
 
 @pytest.mark.parametrize(("sample", "message"), [
