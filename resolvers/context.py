@@ -7,6 +7,7 @@ from typing import Any
 
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
+from backends.search import SearchService
 from loaders.registry import RequestLoaders
 
 
@@ -20,3 +21,4 @@ class Context:
     catalog: CatalogReader
     prices: PriceReader
     max_page_size: int = 100
+    search: SearchService | None = None

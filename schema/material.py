@@ -24,6 +24,7 @@ from schema.unit import Unit
 
 if TYPE_CHECKING:
     from schema.price import Price, PriceConnection
+    from schema.search import SearchHit
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -150,6 +151,15 @@ class Material(Node):
 
         page = await price_resolvers.price_history_page(info.context, self.pk, supplier_id, since, first, after)
         return await PriceConnection.from_page(page, info)
+
+    @strawberry.field(description="Nearest materials by meaning.")
+    async def similar(
+        self, info: strawberry.Info[Context, None], first: int | None = 10
+    ) -> list[Annotated[SearchHit, strawberry.lazy("schema.search")]]:
+        from resolvers import search as search_resolvers
+        from schema.search import hits_of
+
+        return await hits_of(info, await search_resolvers.similar(info.context, self.pk, first))
 
 
 @strawberry.type

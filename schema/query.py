@@ -6,6 +6,7 @@ import strawberry
 
 from backends.catalog import MaterialReadPlan
 from resolvers import catalog as catalog_resolvers
+from resolvers import search as search_resolvers
 from resolvers.context import Context
 from resolvers.errors import InvalidArgument
 from resolvers.ids import decode_id, parse_global_id
@@ -14,6 +15,7 @@ from schema.material import Material, MaterialConnection, MaterialFilter, Materi
 from schema.node import Node
 from schema.prefetch import fields_of, prefetch_direct, selections_under
 from schema.price import PriceList
+from schema.search import SearchHit, SearchMode, SearchResult, hits_of, search_result
 from schema.supplier import Supplier, SupplierConnection
 from schema.unit import Unit
 
@@ -119,3 +121,27 @@ class Query:
         if price_list is not None:
             await prefetch_direct(info, [price_list])
         return price_list
+
+    @strawberry.field
+    async def search(
+        self,
+        info: strawberry.Info[Context, None],
+        query: str,
+        filter: MaterialFilter | None = None,
+        mode: SearchMode | None = SearchMode.HYBRID,
+        first: int | None = 20,
+        after: str | None = None,
+    ) -> SearchResult:
+        page = await search_resolvers.search(info.context, query, filter, (mode or SearchMode.HYBRID).value,
+                                            first, after)
+        return await search_result(info, page)
+
+    @strawberry.field(description="Completions for a search box, most popular first.")
+    async def suggest(self, info: strawberry.Info[Context, None], prefix: str, first: int | None = 10) -> list[str]:
+        return await search_resolvers.suggest(info.context, prefix, first)
+
+    @strawberry.field(description="Catalog candidates for a raw supplier row, best first (used when importing price lists).")
+    async def match_material(
+        self, info: strawberry.Info[Context, None], name: str, unit: str | None = None, first: int | None = 5
+    ) -> list[SearchHit]:
+        return await hits_of(info, await search_resolvers.match_material(info.context, name, unit, first))

@@ -25,7 +25,7 @@ from backends.migrator import apply_migrations
 from backends.postgres import PostgresBackend
 
 DATA_TABLES = (
-    "events, audit_log, current_prices, prices, price_list_rejected_rows, price_lists, materials, suppliers, categories"
+    "material_search, search_queries, index_cursors, events, audit_log, current_prices, prices, price_list_rejected_rows, price_lists, materials, suppliers, categories"
 )
 
 
@@ -89,7 +89,11 @@ async def conn(empty_catalog: PostgresBackend) -> AsyncIterator[asyncpg.Connecti
 def make_settings(database_url: str, **overrides: Any) -> Any:
     from server import Settings
 
-    values: dict[str, Any] = {"database_url": database_url, "seed_demo": False, "debug": True}
+    # Search on the hashed-trigram embedder and qdrant-client's in-memory local mode unless a
+    # test asks for more (tests/schema/test_search.py runs the real model).
+    values: dict[str, Any] = {"database_url": database_url, "seed_demo": False, "debug": True,
+                              "embedder": "hash", "qdrant_url": ":memory:",
+                              "data_dir": Path(tempfile.gettempdir()) / "materials-tests"}
     values.update(overrides)
     return Settings(**values)
 

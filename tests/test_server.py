@@ -21,7 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_subcommand_has_help() -> None:
     top = run_cli("--help")
     assert top.returncode == 0
-    for command in ("serve", "migrate", "seed"):
+    for command in ("serve", "migrate", "seed", "import", "reindex"):
         assert command in top.stdout
         sub = run_cli(command, "--help")
         assert sub.returncode == 0 and "usage:" in sub.stdout, sub.stderr

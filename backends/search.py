@@ -1,0 +1,439 @@
+"""Hybrid search: PostgreSQL full-text and Qdrant vectors, run concurrently and fused by rank.
+
+The text side (one statement) ranks, in this order: an exact SKU, SKU prefixes, full-text
+matches (`material_search.document`: names stemmed by the 'russian' configuration, which
+stems Latin words with the English stemmer, plus exact and digit/letter-split tokens, SKU
+and description), then trigram matches on the name for typos. The vector side embeds the
+query (cached) and asks the vector index with the filters it can apply itself; PostgreSQL
+then re-checks every filter and liveness for its hits, so a deleted material or a stale
+payload never leaks into results.
+
+HYBRID fuses the two ranked lists by weighted reciprocal rank (`k`, `text_weight`,
+`vector_weight`; defaults chosen on the relevance dev set, see bench/relevance.py). Each side
+has a timeout; when one fails or is late, the other answers alone with `degraded = True`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from backends.catalog import MaterialFilterSpec, _filter_conditions
+from backends.embedder import Embedder, normalise_query
+from backends.postgres import PostgresBackend
+from backends.search_index import _PAYLOADS, passage_text
+from backends.sql import SqlParams, like_prefix
+from backends.vectors import VectorFilter, VectorIndex
+
+log = logging.getLogger(__name__)
+
+_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+_SPLIT = re.compile(r"\d+|[^\W\d_]+", re.UNICODE)
+MAX_QUERY_LENGTH = 500
+
+
+class SearchUnavailable(RuntimeError):
+    """Neither side of a search could answer."""
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    k: float = 60.0
+    text_weight: float = 1.0
+    vector_weight: float = 1.0
+    depth: int = 200  # how deep each side reads, and the deepest page the fused list serves
+    text_timeout: float = 2.0
+    vector_timeout: float = 2.0
+
+
+@dataclass
+class Hit:
+    material_id: int
+    score: float
+    text_score: float | None = None
+    vector_score: float | None = None
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[Hit]
+    mode: str
+    degraded: bool
+    took_ms: float
+    terms: list[str] = field(default_factory=list)
+
+
+def query_terms(text: str) -> list[str]:
+    """Words of the query, plus the parts of words where digits meet letters ("12мм" -> 12, мм)."""
+    terms: list[str] = []
+    for word in _WORDS.findall(normalise_query(text)):
+        terms.append(word)
+        parts = _SPLIT.findall(word)
+        if len(parts) > 1:
+            terms.extend(parts)
+    seen: set[str] = set()
+    return [t for t in terms if not (t in seen or seen.add(t))]
+
+
+def highlight(name: str, terms: Sequence[str]) -> str:
+    """`name`, HTML-escaped, with <mark> around each word that a query term matches (same stem-ish prefix)."""
+    def matches(word: str) -> bool:
+        w = word.lower()
+        for t in terms:
+            if w == t:
+                return True
+            stem = max(3, min(len(t), len(w)) - 2)
+            if len(t) >= 3 and len(w) >= 3 and w[:stem] == t[:stem] and abs(len(w) - len(t)) <= 4:
+                return True
+        return False
+
+    out: list[str] = []
+    last = 0
+    for m in _WORDS.finditer(name):
+        out.append(html.escape(name[last:m.start()]))
+        word = html.escape(m.group(0))
+        out.append(f"<mark>{word}</mark>" if matches(m.group(0)) else word)
+        last = m.end()
+    out.append(html.escape(name[last:]))
+    return "".join(out)
+
+
+def prefix_successor(prefix: str) -> str:
+    """The smallest string above every string starting with `prefix` (byte order, as text_pattern_ops)."""
+    if not prefix:
+        return "\U0010ffff"
+    return prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+
+
+def rrf(sides: Sequence[tuple[list[tuple[int, float]], float]], k: float) -> dict[int, float]:
+    """Weighted reciprocal-rank fusion of ranked (id, score) lists."""
+    fused: dict[int, float] = {}
+    for ranked, weight in sides:
+        for rank, (material_id, _) in enumerate(ranked, start=1):
+            fused[material_id] = fused.get(material_id, 0.0) + weight / (k + rank)
+    return fused
+
+
+# {src}: `material_search s` alone when the search has no filter (liveness is checked when the
+# hits become materials), else joined to `materials m` for the filter's conditions.
+_TEXT_SQL = """
+WITH q AS (SELECT search_tsquery({groups}, true) AS every, search_tsquery({groups}, false) AS any),
+every_word AS MATERIALIZED (
+    SELECT s.material_id AS id, 1.0 + ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1)::float8 AS score
+    FROM q, (
+        -- Ranking is the cost of a search (~5 us a document): an unspecific query ranks the
+        -- first {cap} documents it matches, not all of them.
+        SELECT s.material_id, s.document FROM q, {src} WHERE s.document @@ q.every AND {where} LIMIT {cap}
+    ) s
+    ORDER BY 2 DESC, 1 LIMIT {limit}
+),
+some_words AS MATERIALIZED (
+    -- Documents with some of the words, only read when too few have all of them.
+    SELECT s.material_id AS id, ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1)::float8 AS score
+    FROM q, (
+        SELECT s.material_id, s.document FROM q, {src}
+        WHERE (SELECT count(*) FROM every_word) < {limit} AND s.document @@ q.any AND NOT s.document @@ q.every
+          AND {where}
+        LIMIT {cap}
+    ) s
+    ORDER BY 2 DESC, 1 LIMIT {limit}
+)
+SELECT id, max(score) AS score, min(branch) AS branch FROM (
+    (SELECT m.id, 1000.0::float8 AS score, 0 AS branch FROM materials m
+     WHERE m.sku = {raw} AND m.deleted_at IS NULL AND {where})
+    UNION ALL
+    (SELECT m.id, 500.0::float8, 1 FROM materials m
+     WHERE m.sku ~>=~ {prefix_low} AND m.sku ~<~ {prefix_high} AND m.deleted_at IS NULL AND {where}
+     ORDER BY m.sku LIMIT {limit})
+    UNION ALL
+    SELECT id, score, 2 FROM every_word
+    UNION ALL
+    SELECT id, score, 2 FROM some_words
+) hits GROUP BY id ORDER BY min(branch), max(score) DESC, id LIMIT {limit}
+"""
+
+# Typos, when the words found little: trigram similarity of the whole query to names. Planned
+# for its value (a generic plan cannot use the trigram index for an unknown pattern).
+_TYPO_SQL = """
+SELECT s.material_id AS id, (word_similarity({raw_lower}, s.name_norm) * 0.01)::float8 AS score
+FROM {src}
+WHERE {raw_lower} <% s.name_norm AND {where}
+ORDER BY {raw_lower} <<-> s.name_norm, 1 LIMIT {limit}
+"""
+FEW_WORD_HITS = 20
+RANK_CAP = 10_000  # documents ranked at most per tier (a cap of 3,000 cost 0.03 nDCG on the dev set)
+
+
+async def fetch_with_custom_plan(conn: Any, sql: str, args: Sequence[Any]) -> list[Any]:
+    """Runs `sql` planned for its actual values.
+
+    The pool plans every statement once (generic plans, backends.postgres); for search that
+    plan is bad: with the pattern unknown, trigram and prefix conditions cannot use their
+    indexes and became sequential scans (250 ms instead of 5 ms at 40k materials). A
+    transaction-local setting costs one round trip more (BEGIN and SET go together).
+    """
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        return await conn.fetch(sql, *args)
+
+
+class SearchService:
+    """The search API's engine: text and vector sides, fusion, suggestions, matching, neighbours."""
+
+    def __init__(self, pg: PostgresBackend, embedder: Embedder | None, index: VectorIndex | None,
+                 tuning: SearchTuning | None = None) -> None:
+        self.pg, self.embedder, self.index = pg, embedder, index
+        self.tuning = tuning or SearchTuning()
+        self.popular: Counter[str] = Counter()
+        self.vectors_open = False
+        self._open_attempt = -1e9
+        self._open_lock = asyncio.Lock()
+
+    async def open_vectors(self, *, retry_after: float = 5.0) -> bool:
+        """Opens the vector store if it is not open; a failed attempt is retried at most every `retry_after` s.
+
+        A store that was unreachable at start-up (a Qdrant server down, a bad URL) is picked
+        up again by the next search once it answers: nothing has to be restarted.
+        """
+        if self.vectors_open:
+            return True
+        if self.index is None or self.embedder is None:
+            return False
+        async with self._open_lock:
+            if self.vectors_open or time.monotonic() - self._open_attempt < retry_after:
+                return self.vectors_open
+            self._open_attempt = time.monotonic()
+            try:
+                await self.index.open(self.embedder.model_id, self.embedder.dim)
+            except Exception as exc:  # reported; the text side answers meanwhile
+                log.warning("vector store unavailable: %s", exc)
+                return False
+            self.vectors_open = True
+            return True
+
+    # -- the two sides ------------------------------------------------------------------
+
+    async def text_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
+        raw = query.strip()
+        if not raw:
+            return []
+        filtered = spec != MaterialFilterSpec()
+        src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
+        params = SqlParams()
+        groups = params.add(raw)
+        # The SKU branches always read `materials m`; the word branches only with a filter.
+        where = " AND ".join(_filter_conditions(spec, params)) if filtered else "true"
+        sql = _TEXT_SQL.format(
+            groups=groups, raw=params.add(raw), prefix_low=params.add(raw),
+            prefix_high=params.add(prefix_successor(raw)), where=where, src=src, limit=int(limit),
+            cap=RANK_CAP,
+        )
+        async with self.pg.pool.acquire() as conn:
+            rows = await conn.fetch(sql, *params.values)
+            hits = [(r["id"], float(r["score"])) for r in rows]
+            raw_lower = " ".join(_SPLIT.findall(normalise_query(raw)))
+            if sum(1 for r in rows if r["branch"] == 2) < FEW_WORD_HITS and len(raw_lower) >= 4:
+                params = SqlParams()
+                typo_where = " AND ".join(_filter_conditions(spec, params)) if filtered else "true"
+                typo_sql = _TYPO_SQL.format(raw_lower=params.add(raw_lower), src=src, where=typo_where,
+                                            limit=max(10, int(limit) // 4))
+                seen = {i for i, _ in hits}
+                hits += [(r["id"], float(r["score"])) for r in await fetch_with_custom_plan(conn, typo_sql, params.values)
+                         if r["id"] not in seen]
+        return hits[:limit]
+
+    async def text_scores(self, query: str, ids: Sequence[int]) -> dict[int, float]:
+        """The text side's score of given materials (1 + rank with every word, rank with some, else 0)."""
+        if not ids:
+            return {}
+        async with self.pg.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT s.material_id AS id,
+                       CASE WHEN s.document @@ search_tsquery($1, true) THEN 1.0 ELSE 0.0 END
+                       + ts_rank('{0.05, 0.2, 0.5, 1.0}', s.document, search_tsquery($1, false), 1) AS score
+                FROM material_search s WHERE s.material_id = ANY($2::bigint[])
+                """, query, list(ids))
+        return {r["id"]: float(r["score"]) for r in rows}
+
+    async def _vector_filter(self, spec: MaterialFilterSpec) -> VectorFilter:
+        unit = None
+        if spec.unit is not None:
+            async with self.pg.pool.acquire() as conn:
+                unit = await conn.fetchval("SELECT unit_code FROM unit_aliases WHERE alias = $1",
+                                           spec.unit.strip().lower())
+            unit = unit or spec.unit  # an unknown unit matches nothing either way
+        rub = spec.currency.upper() == "RUB"
+        return VectorFilter(
+            category_id=spec.category_id, unit=unit, supplier_id=spec.supplier_id,
+            price_min=float(spec.price_min) if spec.price_min is not None and rub else None,
+            price_max=float(spec.price_max) if spec.price_max is not None and rub else None,
+        )
+
+    async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec) -> set[int]:
+        """Which of `ids` exist, are not deleted and pass every filter, by PostgreSQL."""
+        if not ids:
+            return set()
+        params = SqlParams()
+        p = params.add(list(ids))
+        where = " AND ".join(_filter_conditions(spec, params))
+        async with self.pg.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT m.id FROM materials m WHERE m.id = ANY({p}::bigint[]) AND {where}",
+                                    *params.values)
+        return {r["id"] for r in rows}
+
+    async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
+        if self.embedder is None or self.index is None:
+            raise SearchUnavailable("no vector index is configured")
+        if not await self.open_vectors():
+            raise SearchUnavailable("the vector store is unavailable")
+        vector, flt = await asyncio.gather(self.embedder.query(query), self._vector_filter(spec))
+        found = await self.index.search(vector, flt, limit)
+        live = await self._live([i for i, _ in found], spec)
+        return [(i, s) for i, s in found if i in live]
+
+    # -- search ---------------------------------------------------------------------------
+
+    async def search(self, query: str, spec: MaterialFilterSpec, mode: str = "HYBRID",
+                     depth: int | None = None, *, count: bool = True) -> SearchOutcome:
+        """Both sides (or one), fused. `count`: the query counts towards suggest()'s popular queries."""
+        started = time.perf_counter()
+        tuning = self.tuning
+        depth = depth or tuning.depth
+        terms = query_terms(query)
+        normalised = normalise_query(query)
+        if normalised and count:
+            self.popular[normalised] += 1
+        text: list[tuple[int, float]] | None = None
+        vector: list[tuple[int, float]] | None = None
+        failures: list[str] = []
+
+        async def run(side: str) -> None:
+            nonlocal text, vector
+            try:
+                if side == "text":
+                    text = await asyncio.wait_for(self.text_side(query, spec, depth), tuning.text_timeout)
+                else:
+                    vector = await asyncio.wait_for(self.vector_side(query, spec, depth), tuning.vector_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a side that fails or is late is reported, the other answers
+                kind = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}"
+                failures.append(f"{side} side {kind}")
+                log.warning("search %s side %s", side, kind)
+
+        sides = {"HYBRID": ("text", "vector"), "TEXT": ("text",), "VECTOR": ("vector",)}[mode]
+        if len(sides) == 2:
+            await asyncio.gather(run("text"), run("vector"))
+        else:
+            await run(sides[0])
+        if text is None and vector is None:
+            raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
+        degraded = len(sides) == 2 and (text is None or vector is None)
+        hits = self._fuse(text, vector)
+        return SearchOutcome(hits=hits, mode=mode, degraded=degraded,
+                             took_ms=(time.perf_counter() - started) * 1000, terms=terms)
+
+    def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None) -> list[Hit]:
+        text_scores = dict(text or ())
+        vector_scores = dict(vector or ())
+        if text is not None and vector is None:
+            ranked = [(i, s) for i, s in text]
+        elif vector is not None and text is None:
+            ranked = [(i, s) for i, s in vector]
+        else:
+            fused = rrf([(text or [], self.tuning.text_weight), (vector or [], self.tuning.vector_weight)],
+                        self.tuning.k)
+            # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
+            exact = [i for i, s in (text or []) if s >= 1000.0]
+            ranked = sorted(fused.items(), key=lambda kv: (kv[0] not in exact, -kv[1], kv[0]))
+        return [Hit(i, s, text_scores.get(i), vector_scores.get(i)) for i, s in ranked]
+
+    # -- the other entry points -------------------------------------------------------------
+
+    async def suggest(self, prefix: str, first: int) -> list[str]:
+        normalised = normalise_query(prefix)
+        if not normalised:
+            return []
+        pattern = like_prefix(normalised)
+        split_pattern = like_prefix(" ".join(_SPLIT.findall(normalised)) if _SPLIT.findall(normalised) else normalised)
+        async with self.pg.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                (SELECT query AS text, hits, 0 AS source FROM search_queries
+                 WHERE query LIKE $1 ORDER BY hits DESC, query LIMIT $3)
+                UNION ALL
+                (SELECT m.name, 0, 1 FROM material_search s JOIN materials m ON m.id = s.material_id
+                 WHERE m.deleted_at IS NULL AND (s.name_norm LIKE $2 OR lower(m.name) LIKE $1)
+                 ORDER BY length(m.name), m.name LIMIT $3 * 3)
+                """,
+                pattern, split_pattern, first,
+            )
+        out: list[str] = []
+        seen: set[str] = set()
+        for row in sorted(rows, key=lambda r: (r["source"], -r["hits"])):
+            key = normalise_query(row["text"])
+            if key not in seen:
+                seen.add(key)
+                out.append(row["text"])
+            if len(out) >= first:
+                break
+        return out
+
+    async def flush_popular(self) -> int:
+        """Adds the queries counted since the last flush to `search_queries` (suggest's source)."""
+        if not self.popular:
+            return 0
+        counts, self.popular = self.popular, Counter()
+        queries = [q[:MAX_QUERY_LENGTH] for q in counts]
+        async with self.pg.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO search_queries (query, hits) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+                "ON CONFLICT (query) DO UPDATE SET hits = search_queries.hits + excluded.hits, last_seen = now()",
+                queries, [counts[q] for q in counts],
+            )
+        return len(queries)
+
+    async def match_material(self, name: str, unit: str | None, first: int) -> SearchOutcome:
+        """Catalog candidates for a raw supplier row: hybrid search, the same unit first."""
+        outcome = await self.search(name, MaterialFilterSpec(), "HYBRID", depth=max(50, first * 5), count=False)
+        if unit:
+            async with self.pg.pool.acquire() as conn:
+                code = await conn.fetchval("SELECT unit_code FROM unit_aliases WHERE alias = $1", unit.strip().lower())
+                ids = [h.material_id for h in outcome.hits]
+                units = dict(await conn.fetch("SELECT id, unit_code FROM materials WHERE id = ANY($1::bigint[])", ids))
+            if code is not None:
+                outcome.hits.sort(key=lambda h: units.get(h.material_id) != code)
+        outcome.hits = outcome.hits[:first]
+        return outcome
+
+    async def similar(self, material_id: int, first: int) -> list[Hit]:
+        """Nearest materials by meaning (the material's own vector, or one made now if not indexed yet)."""
+        if self.embedder is None or self.index is None:
+            raise SearchUnavailable("no vector index is configured")
+        if not await self.open_vectors():
+            raise SearchUnavailable("the vector store is unavailable")
+        vector = await self.index.vector_of(material_id)
+        if vector is None:
+            async with self.pg.pool.acquire() as conn:
+                rows = await conn.fetch(_PAYLOADS, [material_id])
+            if not rows:
+                return []
+            vector = np.asarray((await self.embedder.passages([passage_text(rows[0])]))[0])
+        found = await self.index.search(vector, VectorFilter(), first + 5, exclude=[material_id])
+        live = await self._live([i for i, _ in found], MaterialFilterSpec())
+        return [Hit(i, s, None, s) for i, s in found if i in live][:first]
+
+
+def with_tuning(service: SearchService, **changes: Any) -> SearchService:
+    """The same service with other fusion parameters (the relevance bench sweeps them)."""
+    return SearchService(service.pg, service.embedder, service.index, replace(service.tuning, **changes))
