@@ -34,7 +34,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-__all__ = ["PriceFile", "PriceFileError", "PriceRow", "RowError", "read_price_file"]
+__all__ = [
+    "SQL_NUMBER", "STAGING_FIELDS", "PriceFile", "PriceFileError", "PriceRow", "RowError", "read_price_file",
+    "staging_record",
+]
 
 PREFIX_SIZE = 64 * 1024  # bytes looked at for the format and the encoding
 RAW_LIMIT = 500  # characters of a rejected row kept in RowError.raw
@@ -96,6 +99,51 @@ class RowError:
     raw: str
 
 
+# --------------------------------------------------------------------------- staging records
+
+# The layout of PriceFile.staging_records(): what an import COPYs into its staging table, one
+# record per data row, every cell text (or None) so that a row the parser passes through
+# unconverted and a row built from a PriceRow look alike. Numbers are decimal literals that may
+# use a decimal comma and space-like thousands separators (SQL_NUMBER turns either into a
+# numeric), dates are ISO, currencies are ISO 4217 codes; err_* and raw are set on rejected rows.
+STAGING_FIELDS: tuple[str, ...] = (
+    "ok", "line", "name", "sku", "category", "unit", "unit_price", "currency", "calc_unit",
+    "unit_calc_price", "buy_price", "sale_price", "stock", "price_date", "description",
+    "err_column", "err_message", "raw",
+)  # fmt: skip
+_GROUP_SPACES = " \u00a0\u202f\u2009"  # thousands separators: space, no-break, narrow no-break, thin
+# A staging number (text column `x`) as the numeric the parser's Decimal is: same value, same scale.
+SQL_NUMBER = "replace(translate({}, '" + _GROUP_SPACES + "', ''), ',', '.')::numeric"
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def staging_record(item: PriceRow | RowError) -> tuple[Any, ...]:
+    """The staging record (STAGING_FIELDS) of one item of rows()."""
+    if type(item) is RowError:
+        return (False, item.line, None, None, None, None, None, None, None, None, None, None, None, None, None,
+                item.column, item.message, item.raw)  # fmt: skip
+    row: PriceRow = item  # type: ignore[assignment]
+    return (
+        True, row.line, row.name, row.sku, row.category, row.unit, str(row.unit_price), row.currency,
+        row.calc_unit, _text_or_none(row.unit_calc_price), _text_or_none(row.buy_price),
+        _text_or_none(row.sale_price), _text_or_none(row.stock),
+        None if row.price_date is None else row.price_date.isoformat(), row.description, None, None, None,
+    )  # fmt: skip
+
+
+# The cells the CSV fast path passes through as they are (SQL_NUMBER converts them): digits
+# with a decimal point or comma, or groups of three digits split by a space-like character,
+# within the range _number accepts. Anything else goes through the converters above.
+_FAST_NUMBER = re.compile(
+    r"[0-9]{1,15}(?:[.,][0-9]{1,20})?|[0-9]{1,3}(?:[" + _GROUP_SPACES + r"][0-9]{3}){1,4}(?:[.,][0-9]{1,20})?"
+).fullmatch
+_FAST_COUNT = re.compile(r"[0-9]{1,9}").fullmatch
+_FAST_CACHE = 4096  # distinct currency / date spellings remembered by the fast path
+
+
 # --------------------------------------------------------------------------- values
 
 
@@ -110,7 +158,7 @@ class _Invalid(Exception):
 
 _NUM_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _GROUP_COMMA_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_SPACES = " \u00a0\u202f\u2009"
+_SPACES = _GROUP_SPACES
 _GROUP_SPACE_RE = re.compile(rf"[+-]?\d{{1,3}}(?:[{_SPACES}]\d{{3}})+(?:[.,]\d+)?")
 _NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
 _DMY_RE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
@@ -626,6 +674,7 @@ class PriceFile:
         self._json_plans: dict[tuple[str, ...], tuple[Plan, dict[str, str]]] = {}
         self._started = False
         self._reader: _HashingReader | None = None
+        self._tap: _LineTap | None = None
         self._first_error: RowError | None = None
 
     # -- public
@@ -678,12 +727,7 @@ class PriceFile:
                     else:
                         item = self._convert(line, record, self._plan, self._names)
                 except _Invalid as bad:
-                    item = RowError(
-                        line,
-                        bad.column,
-                        f"{bad.column}: {bad.reason}" if bad.column else bad.reason,
-                        _clip(raw()),
-                    )
+                    item = self._reject(line, bad, raw)
                 if type(item) is PriceRow:
                     self.row_count += 1
                 else:
@@ -694,10 +738,145 @@ class PriceFile:
             self._finish()
         finally:
             self.close()
+        self._check_some_valid()
+
+    def _check_some_valid(self) -> None:
         if self.row_count == 0:
             first = self._first_error
             detail = f" (first: line {first.line}: {first.message})" if first else ""
             raise PriceFileError(f"no valid row: all {self.rejected_count} rows were rejected{detail}")
+
+    def _reject(self, line: int, bad: _Invalid, raw: Callable[[], str]) -> RowError:
+        return RowError(line, bad.column, f"{bad.column}: {bad.reason}" if bad.column else bad.reason, _clip(raw()))
+
+    def staging_records(self) -> Iterator[tuple[Any, ...]]:
+        """rows() as staging records (STAGING_FIELDS), for an import's COPY; iterate once.
+
+        A CSV row whose cells are all in their common shapes (plain or grouped decimal numbers,
+        known currency codes and dates, no NUL) is passed through without building Decimals
+        and dates; any other row, and every row of XLSX and JSON, goes through the same
+        converters as rows(). The counters, checksum and errors are those of rows()."""
+        if self.format != "csv":
+            return map(staging_record, self.rows())
+        if self._started:
+            raise RuntimeError("rows() can be iterated only once")
+        self._started = True
+        return self._fast_csv()
+
+    def _fast_csv(self) -> Iterator[tuple[Any, ...]]:
+        assert self._records is not None and self._tap is not None
+        plan, names, tap = self._plan, self._names, self._tap
+        where = {canon: key for canon, key, _, _ in plan}
+        # Position of each column in a record; a column the file lacks reads the "" appended.
+        (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency, i_buy,
+         i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date, i_coefficient, i_weight,
+         i_volume, i_quantity, i_description) = (where.get(canon, -1) for canon in _COLUMNS)  # fmt: skip
+        number, whole = _FAST_NUMBER, _FAST_COUNT
+        currencies: dict[str, str] = {}
+        dates: dict[str, str] = {}
+
+        def currency_of(cell: str) -> str | None:
+            code = currencies.get(cell)
+            if code is None:
+                try:
+                    code = _currency(cell, "")
+                except _Invalid:
+                    return None
+                if len(currencies) < _FAST_CACHE:
+                    currencies[cell] = code  # type: ignore[assignment]
+            return code
+
+        def date_of(cell: str) -> str | None:
+            iso = dates.get(cell)
+            if iso is None:
+                try:
+                    day = _date(cell, "")
+                except _Invalid:
+                    return None
+                iso = day.isoformat()  # type: ignore[union-attr]
+                if len(dates) < _FAST_CACHE:
+                    dates[cell] = iso
+            return iso
+
+        try:
+            for line, fields, raw in self._records:
+                record = None
+                if type(fields) is list and not any("\x00" in physical for physical in tap.buf):
+                    fields.append("")
+                    record = self._fast_record(
+                        line, fields, number, whole, currency_of, date_of,
+                        (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency,
+                         i_buy, i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date,
+                         i_coefficient, i_weight, i_volume, i_quantity, i_description))  # fmt: skip
+                    if record is not None:
+                        self.row_count += 1
+                        yield record
+                        continue
+                    fields.pop()
+                try:
+                    item: PriceRow | RowError = self._convert(line, fields, plan, names)
+                    self.row_count += 1
+                except _Invalid as bad:
+                    item = self._reject(line, bad, raw)
+                    self.rejected_count += 1
+                    if self._first_error is None:
+                        self._first_error = item
+                yield staging_record(item)
+            self._finish()
+        finally:
+            self.close()
+        self._check_some_valid()
+
+    @staticmethod
+    def _fast_record(
+        line: int, f: list[str], number: Callable[[str], Any], whole: Callable[[str], Any],
+        currency_of: Callable[[str], str | None], date_of: Callable[[str], str | None],
+        at: tuple[int, ...],
+    ) -> tuple[Any, ...] | None:
+        """The staging record of a row whose cells are all in their common shapes, else None."""
+        (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency, i_buy,
+         i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date, i_coefficient, i_weight,
+         i_volume, i_quantity, i_description) = at  # fmt: skip
+        name = f[i_name].strip()
+        price = f[i_price].strip()
+        if not name or not price or not number(price):
+            return None
+        calc_price = f[i_calc_price].strip()
+        buy = f[i_buy].strip()
+        sale = f[i_sale].strip()
+        if (calc_price and not number(calc_price)) or (buy and not number(buy)) or (sale and not number(sale)):
+            return None
+        for i in (i_coefficient, i_weight, i_volume, i_quantity):
+            if i >= 0:
+                cell = f[i].strip()
+                if cell and not number(cell):
+                    return None
+        count = f[i_count].strip()
+        if count and not whole(count):
+            return None
+        day = f[i_date].strip()
+        if day:
+            day = date_of(day)
+            if day is None:
+                return None
+        cell = f[i_currency].strip()
+        currency = "RUB"
+        if cell:
+            currency = currency_of(cell)
+            if currency is None:
+                return None
+        for value, i in ((calc_price, i_calc_currency), (buy, i_buy_currency), (sale, i_sale_currency)):
+            cell = f[i].strip()
+            if cell:
+                code = currency_of(cell)
+                if code is None or (value and code != currency):
+                    return None
+        return (
+            True, line, name, f[i_sku].strip() or None, f[i_category].strip() or None,
+            f[i_unit].strip() or None, price, currency, f[i_calc_unit].strip() or None, calc_price or None,
+            buy or None, sale or None, count or None, day or None, f[i_description].strip() or None,
+            None, None, None,
+        )  # fmt: skip
 
     def _finish(self) -> None:
         if self._reader is not None:
@@ -826,6 +1005,7 @@ def _open_csv(pf: PriceFile, prefix: bytes, stream: BinaryIO, encoding: str | No
         io.BufferedReader(reader, _CHUNK), encoding=encoding, errors="surrogateescape", newline=""
     )
     tap = _LineTap(iter(textio), encoding)
+    pf._tap = tap
     records = csv.reader(tap, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
 
     def read() -> tuple[int, list[str]] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import itertools
@@ -14,7 +15,15 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from backends.pricefile import PriceFile, PriceFileError, PriceRow, RowError, read_price_file
+from backends.pricefile import (
+    STAGING_FIELDS,
+    PriceFile,
+    PriceFileError,
+    PriceRow,
+    RowError,
+    read_price_file,
+    staging_record,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "supplier-samples"
 
@@ -587,4 +596,162 @@ def test_large_file_streams_with_bounded_memory(tmp_path: Path) -> None:
     assert (pf.row_count, pf.rejected_count) == (rows, errors)
     assert last is not None and last.line == 200_001 and last.sku == "SKU0199999"
     assert pf.checksum == digest
+    assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+# --------------------------------------------------------------------------- staging records (the CSV fast path)
+
+STAGING_NUMBERS = ("unit_price", "unit_calc_price", "buy_price", "sale_price")
+TRICKY_HEADER = [
+    "name", "sku", "use_category", "unit", "unit_price", "unit_price_currency", "unit_calc_price",
+    "unit_calc_price_currency", "buy_price", "buy_price_currency", "sale_price", "sale_price_currency",
+    "calc_unit", "count", "date_price_change", "unit_calc_weight_kg", "note", "description",
+]  # fmt: skip
+# Cells that stress every converter: the fast path must pass through exactly what the converters
+# accept and hand everything else to them. Keys are columns; the rest of the row is plain.
+TRICKY_CELLS: list[dict[str, str]] = [
+    {},
+    {"unit_price": "1 234,50"}, {"unit_price": "1\u00a0234,50"}, {"unit_price": "1\u202f234.5"},
+    {"unit_price": "1\u2009234\u2009567,125"}, {"unit_price": "12,5"}, {"unit_price": "12.50"},
+    {"unit_price": "0012.50"}, {"unit_price": "0"}, {"unit_price": "0,00"}, {"unit_price": "-0"},
+    {"unit_price": "1,234.50"}, {"unit_price": "1,2,3"}, {"unit_price": "1.234,50"}, {"unit_price": "1e3"},
+    {"unit_price": "1E-7"}, {"unit_price": ".5"}, {"unit_price": "5."}, {"unit_price": "-5"},
+    {"unit_price": "\u22125"}, {"unit_price": "+5"}, {"unit_price": "abc"}, {"unit_price": ""},
+    {"unit_price": "NaN"}, {"unit_price": "999999999999999"}, {"unit_price": "1000000000000000"},
+    {"unit_price": "0000000000000000001"}, {"unit_price": "1." + "0" * 20}, {"unit_price": "1." + "0" * 21},
+    {"unit_price": "12 34"}, {"unit_price": "1  234"}, {"unit_price": " 15,5 "}, {"unit_price": "\u0663\u0664"},
+    {"unit_price": "1 234 567 890 123 456"},
+    {"buy_price": "1 000,5"}, {"buy_price": "-1"}, {"sale_price": "x"}, {"unit_calc_price": "2,5"},
+    {"unit_calc_weight_kg": "2,5"}, {"unit_calc_weight_kg": "-2"}, {"unit_calc_weight_kg": "тонна"},
+    {"count": "12"}, {"count": "12,0"}, {"count": "12,5"}, {"count": "1 000"}, {"count": "-3"},
+    {"count": "2147483647"}, {"count": "2147483648"}, {"count": "999999999"}, {"count": "0"},
+    {"date_price_change": "1.2.2024"}, {"date_price_change": "29.02.2024"}, {"date_price_change": "29.02.2023"},
+    {"date_price_change": "31.04.2024"}, {"date_price_change": "2024-02-29"}, {"date_price_change": "2024-02-30"},
+    {"date_price_change": "00.01.2024"}, {"date_price_change": "01.13.2024"}, {"date_price_change": "01.01.0000"},
+    {"date_price_change": "2024/01/15"}, {"date_price_change": " 15.11.2024 "}, {"date_price_change": "15.11.24"},
+    {"unit_price_currency": "rub"}, {"unit_price_currency": "Rub"}, {"unit_price_currency": "руб."},
+    {"unit_price_currency": "РУБ"}, {"unit_price_currency": "₽"}, {"unit_price_currency": "$"},
+    {"unit_price_currency": "XYZ"}, {"unit_price_currency": "рубли"}, {"unit_price_currency": " USD "},
+    {"unit_price_currency": "USD", "buy_price_currency": "EUR"},
+    {"unit_price_currency": "USD", "buy_price_currency": "USD"},
+    {"unit_price_currency": "USD", "buy_price": "", "buy_price_currency": "EUR"},
+    {"sale_price_currency": "usd"}, {"sale_price_currency": "RUR"}, {"sale_price_currency": "ZZZ"},
+    {"name": ""}, {"name": "  "}, {"name": " Цемент  М500 "}, {"name": "\u00a0Цемент\u00a0"},
+    {"name": "\u3000Гипс\u2003"}, {"name": "Кирпич; красный, \"лицевой\""}, {"name": "Две\nстроки"},
+    {"name": "Ёмкость"}, {"name": "x" * 700},
+    {"sku": ""}, {"sku": " SKU-1 "}, {"use_category": "  "}, {"unit": "м3"}, {"unit": "куб.м"}, {"unit": "ящ-xyz"},
+    {"unit": "", "calc_unit": ""}, {"unit": "", "calc_unit": "кг"}, {"sku": "", "name": "цемент   м500"},
+    {"calc_unit": ""}, {"description": "\t описание \t"},
+]  # fmt: skip
+_PLAIN = {
+    "name": "Цемент М500", "sku": "C-1", "use_category": "Цемент", "unit": "шт", "unit_price": "450,00",
+    "unit_price_currency": "RUB", "unit_calc_price": "", "unit_calc_price_currency": "", "buy_price": "400",
+    "buy_price_currency": "RUB", "sale_price": "500.5", "sale_price_currency": "RUB", "calc_unit": "шт",
+    "count": "5", "date_price_change": "15.11.2024", "unit_calc_weight_kg": "", "note": "", "description": "",
+}  # fmt: skip
+
+
+def tricky_csv(path: Path, *, delimiter: str = ",", encoding: str = "utf-8") -> Path:
+    """TRICKY_CELLS as a CSV file (rows whose text the encoding cannot hold left out), with blank
+    lines, a record of empty fields, and records of the wrong width among them."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(TRICKY_HEADER)
+    for i, cells in enumerate(TRICKY_CELLS):
+        row = [{**_PLAIN, "sku": f"C-{i}", **cells}[column] for column in TRICKY_HEADER]
+        line = io.StringIO(newline="")
+        csv.writer(line, delimiter=delimiter, lineterminator="\r\n").writerow(row)
+        try:
+            line.getvalue().encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        out.write(line.getvalue())
+        if i % 10 == 3:
+            out.write("\r\n" + delimiter * (len(TRICKY_HEADER) - 1) + "\r\n")
+    # A NUL in the first 64 KB makes the file binary: those rows come after the padding.
+    for i in range(800):
+        writer.writerow([{**_PLAIN, "sku": f"P-{i}", "unit_price": f"{i} 000,{i % 100:02d}"}[c] for c in TRICKY_HEADER])
+    for cells in ({"name": "Ц\x00емент"}, {"note": "примечание\x00"}, {"unit_price": "1\x002"}):
+        writer.writerow([{**_PLAIN, **cells}[column] for column in TRICKY_HEADER])
+    writer.writerow(["Короткая строка", "S-1", "Цемент"])
+    writer.writerow([_PLAIN[c] for c in TRICKY_HEADER] + ["", " "])
+    writer.writerow([_PLAIN[c] for c in TRICKY_HEADER] + ["лишнее"])
+    path.write_bytes(out.getvalue().encode(encoding))
+    return path
+
+
+def _comparable(record: tuple[object, ...]) -> tuple[object, ...]:
+    """A staging record with its numbers as the numeric SQL_NUMBER makes of them (value and scale)."""
+    cells = dict(zip(STAGING_FIELDS, record, strict=True))
+    for field in STAGING_NUMBERS:
+        if cells[field] is not None:
+            text = str(cells[field]).translate({ord(c): None for c in " \u00a0\u202f\u2009"}).replace(",", ".")
+            number = Decimal(text)
+            cells[field] = (number, number.as_tuple().exponent)
+    return tuple(cells.values())
+
+
+def assert_staging_agrees(path: Path) -> list[tuple[object, ...]]:
+    """staging_records() of the file is rows() (through staging_record), counters and checksum too."""
+    fast, reference = read_price_file(path), read_price_file(path)
+    try:
+        got = [_comparable(r) for r in fast.staging_records()]
+    except PriceFileError as exc:
+        with pytest.raises(PriceFileError) as expected:
+            list(reference.rows())
+        assert str(exc) == str(expected.value)
+        return []
+    want = [_comparable(staging_record(item)) for item in reference.rows()]
+    assert got == want
+    assert (fast.row_count, fast.rejected_count, fast.checksum) == (
+        reference.row_count, reference.rejected_count, reference.checksum)
+    return got
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".csv", ".json")))
+def test_staging_records_agree_with_rows_on_every_sample(sample: str) -> None:
+    try:
+        read_price_file(SAMPLES / sample)
+    except PriceFileError:
+        return  # refused before any row: both ways alike
+    assert_staging_agrees(SAMPLES / sample)
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "encoding"),
+    [(",", "utf-8"), (";", "utf-8"), ("\t", "utf-8"), (";", "utf-8-sig"), (";", "cp1251"), (",", "cp1251")],
+)
+def test_staging_records_agree_with_rows_on_tricky_cells(tmp_path: Path, delimiter: str, encoding: str) -> None:
+    records = assert_staging_agrees(tricky_csv(tmp_path / "tricky.csv", delimiter=delimiter, encoding=encoding))
+    assert len(records) > 800 and any(r[0] for r in records) and not all(r[0] for r in records)
+    # The common shapes took the fast path: their cells arrive as written.
+    fast = read_price_file(tricky_csv(tmp_path / "again.csv", delimiter=delimiter, encoding=encoding))
+    prices = {record[6] for record in fast.staging_records()}
+    assert "1 234,50" in prices and "12,5" in prices
+
+
+def test_staging_records_of_a_file_without_a_valid_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "Цемент,abc,,,,,\n,1,,,,,\n", encoding="utf-8")
+    with pytest.raises(PriceFileError, match="no valid row: all 2 rows were rejected"):
+        list(read_price_file(path).staging_records())
+    pf = read_price_file(path)
+    pf.staging_records()
+    with pytest.raises(RuntimeError):
+        pf.rows()
+
+
+def test_staging_records_stream_with_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("name;sku;use_category;unit_price;unit_price_currency;count;date_price_change\n")
+        for i in range(100_000):
+            out.write(f"Материал {i};SKU{i:07d};Категория {i % 40};{i % 900 + 1} {i % 1000:03d},50;RUB;5;01.02.2024\n")
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in read_price_file(path).staging_records())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 100_000
     assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
