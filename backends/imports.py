@@ -15,11 +15,13 @@ that price list with `duplicate=True` and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,7 +30,14 @@ import asyncpg
 from backends.errors import BackendError
 from backends.outbox import lock_outbox
 from backends.postgres import PostgresBackend
-from backends.pricefile import PriceFile, PriceFileError, PriceRow, RowError, read_price_file
+from backends.pricefile import (
+    SQL_NUMBER,
+    STAGING_FIELDS,
+    PriceFile,
+    PriceFileError,
+    read_price_file,
+    staging_record,
+)
 
 IMPORT_LOCK = 7_107_500_002  # pg_advisory_xact_lock(IMPORT_LOCK, supplier id)
 BATCH_ROWS = 5_000  # rows parsed per trip to the worker thread
@@ -57,6 +66,9 @@ class ImportResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
 
 
+# Every cell is text: the parser's fast path passes common CSV cells through as they are, and
+# the resolve statement converts them (SQL_NUMBER, ::date, ::integer) on the way to
+# import_resolved, the table every later statement reads.
 STAGING = """
 CREATE TEMP TABLE import_rows (
     ok              boolean NOT NULL,
@@ -65,60 +77,55 @@ CREATE TEMP TABLE import_rows (
     sku             text,
     category        text,
     unit            text,
-    unit_price      numeric,
+    unit_price      text,
     currency        text,
     calc_unit       text,
-    unit_calc_price numeric,
-    buy_price       numeric,
-    sale_price      numeric,
-    stock           integer,
-    price_date      date,
+    unit_calc_price text,
+    buy_price       text,
+    sale_price      text,
+    stock           text,
+    price_date      text,
     description     text,
     err_column      text,
     err_message     text,
-    raw             text,
-    unit_code       text,
-    calc_unit_code  text,
-    category_id     bigint,
-    material_id     bigint,
-    name_key        text
+    raw             text
+) ON COMMIT DROP;
+CREATE TEMP TABLE import_created (
+    id        bigint NOT NULL,
+    key       text NOT NULL,
+    sku       text,
+    name      text NOT NULL,
+    unit_code text NOT NULL
 ) ON COMMIT DROP;
 CREATE TEMP TABLE import_current (LIKE current_prices) ON COMMIT DROP;
 """
-STAGING_COLUMNS = (
-    "ok", "line", "name", "sku", "category", "unit", "unit_price", "currency", "calc_unit", "unit_calc_price",
-    "buy_price", "sale_price", "stock", "price_date", "description", "err_column", "err_message", "raw",
-)
-
-
-def _record(item: PriceRow | RowError) -> tuple[Any, ...]:
-    if type(item) is RowError:
-        return (False, item.line, None, None, None, None, None, None, None, None, None, None, None, None, None,
-                item.column, item.message, item.raw)
-    row: PriceRow = item  # type: ignore[assignment]
-    return (True, row.line, row.name, row.sku, row.category, row.unit, row.unit_price, row.currency,
-            row.calc_unit, row.unit_calc_price, row.buy_price, row.sale_price, row.stock, row.price_date,
-            row.description, None, None, None)
+STAGING_COLUMNS = STAGING_FIELDS
+# Whether CSV files take the parser's fast path (tests compare both ways).
+FAST_CSV = True
 
 
 async def _records(price_file: PriceFile, progress: Progress | None) -> AsyncIterator[tuple[Any, ...]]:
     """The file's rows as staging records; parsing runs in a worker thread, a batch at a time,
-    so the event loop keeps serving and at most one batch of rows is in memory."""
-    rows: Iterator[PriceRow | RowError] = price_file.rows()
+    so the event loop keeps serving and at most one batch of rows is in memory. The next
+    batch is parsed while the previous one is sent (and PostgreSQL takes it in)."""
+    records: Iterator[tuple[Any, ...]] = (
+        price_file.staging_records() if FAST_CSV else map(staging_record, price_file.rows()))
 
     def next_batch() -> list[tuple[Any, ...]]:
-        batch = []
-        for item in rows:
-            batch.append(_record(item))
-            if len(batch) >= BATCH_ROWS:
-                break
-        return batch
+        return list(islice(records, BATCH_ROWS))
 
-    while batch := await asyncio.to_thread(next_batch):
-        for record in batch:
-            yield record
-        if progress is not None:
-            progress(len(batch))
+    pending = asyncio.ensure_future(asyncio.to_thread(next_batch))
+    try:
+        while batch := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(next_batch))
+            for record in batch:
+                yield record
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        # Never leave the worker thread reading a file the caller is about to close.
+        with contextlib.suppress(BaseException):
+            await pending
 
 
 class _Patient:
@@ -227,9 +234,10 @@ async def _import(
         phases[name] = round(now - mark, 3)
         mark = now
 
-    await conn.execute(STAGING)
+    # Sorts and hashes of a whole file stay in memory; the plans are simple enough that JIT
+    # compilation only adds its own time.
+    await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off;" + STAGING)
     await conn.copy_records_to_table("import_rows", columns=STAGING_COLUMNS, records=_records(price_file, progress))
-    await conn.execute("ANALYZE import_rows")  # real row counts for the merge plans
     phase("parse+copy")
 
     existing = await conn.fetchrow(
@@ -238,22 +246,23 @@ async def _import(
     if existing is not None:
         raise _Duplicate(existing)  # rolls the staging back: the second import changes nothing
 
-    await _resolve_units(conn)
-    phase("units")
-    valid = await conn.fetchval("SELECT count(*) FROM import_rows WHERE ok")
+    await _resolve(conn)
+    counts = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE ok) AS valid, count(*) FILTER (WHERE NOT ok) AS rejected FROM import_resolved")
+    valid, rejected = counts["valid"], counts["rejected"]
+    phase("resolve")
     if valid == 0:
-        first = await conn.fetchrow("SELECT line, err_message FROM import_rows ORDER BY line LIMIT 1")
+        first = await conn.fetchrow("SELECT line, err_message FROM import_resolved ORDER BY line LIMIT 1")
         detail = f" (first: line {first['line']}: {first['err_message']})" if first else ""
         raise PriceFileError(f"no valid row: all rows were rejected{detail}")
     await _resolve_categories(conn)
     phase("categories")
-    created = await _resolve_materials(conn)
+    created = await _create_materials(conn)
     phase("materials")
 
     await conn.execute(
         "UPDATE price_lists SET status = 'SUPERSEDED', superseded_at = $2 WHERE supplier_id = $1 AND status = 'ACTIVE'",
         supplier_id, effective)
-    rejected = await conn.fetchval("SELECT count(*) FROM import_rows WHERE NOT ok")
     price_list = await conn.fetchrow(
         "INSERT INTO price_lists (supplier_id, version, status, filename, checksum, effective_at, row_count, "
         "rejected_count) VALUES ($1, (SELECT coalesce(max(version), 0) + 1 FROM price_lists WHERE supplier_id = $1), "
@@ -268,9 +277,10 @@ async def _import(
         WITH inserted AS (
             INSERT INTO prices (material_id, supplier_id, price_list_id, unit_price, currency, calc_unit_code,
                                 unit_calc_price, buy_price, sale_price, stock, price_date, valid_from)
-            SELECT material_id, $1, $2, unit_price, currency, calc_unit_code, unit_calc_price, buy_price,
-                   sale_price, stock, price_date, $3
-            FROM import_rows WHERE ok ORDER BY line
+            SELECT coalesce(r.material_id, c.id), $1, $2, r.unit_price, r.currency, r.calc_unit_code,
+                   r.unit_calc_price, r.buy_price, r.sale_price, r.stock, r.price_date, $3
+            FROM import_resolved r LEFT JOIN import_created c ON r.material_id IS NULL AND c.key = r.key
+            WHERE r.ok ORDER BY r.line
             RETURNING *
         )
         INSERT INTO import_current (material_id, supplier_id, price_id, price_list_id, unit_price, currency,
@@ -283,7 +293,7 @@ async def _import(
     phase("prices")
     await conn.execute(
         "INSERT INTO price_list_rejected_rows (price_list_id, line, \"column\", message, raw) "
-        "SELECT $1, line, err_column, err_message, raw FROM import_rows WHERE NOT ok ON CONFLICT DO NOTHING",
+        "SELECT $1, line, err_column, err_message, raw FROM import_resolved WHERE NOT ok ON CONFLICT DO NOTHING",
         list_id)
 
     # Events last: the outbox lock is then held only from here to commit. New materials
@@ -292,11 +302,10 @@ async def _import(
     created_events = await conn.execute(
         """
         INSERT INTO events (topic, entity_id, payload)
-        SELECT 'material.created', m.id, jsonb_build_object('materialId', m.id, 'sku', m.sku, 'name', m.name,
-                                                             'unit', m.unit_code, 'source', 'import')
-        FROM materials m WHERE m.id = ANY($1::bigint[]) ORDER BY m.id
-        """,
-        created)
+        SELECT 'material.created', id, jsonb_build_object('materialId', id, 'sku', sku, 'name', name,
+                                                           'unit', unit_code, 'source', 'import')
+        FROM import_created ORDER BY id
+        """)
     # A price changed when the supplier's current price of a material differs from the new
     # one; a material the new list no longer carries changes to null.
     price_events = await conn.execute(
@@ -317,26 +326,61 @@ async def _import(
     await conn.execute("DELETE FROM current_prices WHERE supplier_id = $1", supplier_id)
     await conn.execute("INSERT INTO current_prices SELECT * FROM import_current")
     phase("current")
-    return ImportResult(list_id, price_list["version"], False, valid, rejected, len(created), events,
+    return ImportResult(list_id, price_list["version"], False, valid, rejected, created, events,
                         round(time.perf_counter() - started, 3), phases)
 
 
-async def _resolve_units(conn: _Patient) -> None:
-    """Units through the alias table (м3, куб.м, m3 -> м³); a row whose unit is unknown is rejected."""
+def _number(column: str) -> str:
+    return SQL_NUMBER.format(column)
+
+
+async def _resolve(conn: _Patient) -> None:
+    """One pass over the staging rows: cells converted to their types, units through the alias
+    table (м3, куб.м, m3 -> м³; a row whose unit is unknown is rejected), materials matched by
+    SKU, else by normalised name + unit (the oldest live one). Rows left without a material
+    get the key of the material they will create (one per SKU, or per name + unit)."""
     await conn.execute(
-        """
-        UPDATE import_rows r SET unit_code = a.unit_code, name_key = material_name_key(r.name)
-        FROM unit_aliases a WHERE r.ok AND a.alias = lower(btrim(coalesce(r.unit, r.calc_unit)));
-        UPDATE import_rows r SET calc_unit_code = a.unit_code
-        FROM unit_aliases a WHERE r.ok AND a.alias = lower(btrim(r.calc_unit));
-        UPDATE import_rows SET ok = false,
-            err_column = CASE WHEN unit IS NOT NULL THEN 'unit' WHEN calc_unit IS NOT NULL THEN 'calc_unit' END,
-            err_message = CASE
-                WHEN coalesce(unit, calc_unit) IS NULL THEN 'unit: missing (the row has neither unit nor calc_unit)'
-                WHEN unit IS NOT NULL THEN format('unit: unknown unit "%s"', unit)
-                ELSE format('calc_unit: unknown unit "%s"', calc_unit) END,
-            raw = concat_ws(' | ', line, name, sku, unit, calc_unit, unit_price)
-        WHERE ok AND unit_code IS NULL;
+        f"""
+        CREATE TEMP TABLE import_resolved ON COMMIT DROP AS
+        SELECT *, CASE WHEN ok AND material_id IS NULL THEN
+                      CASE WHEN sku IS NOT NULL THEN 'sku:' || sku ELSE 'name:' || name_key || '|' || unit_code END
+                  END AS key
+        FROM (
+            SELECT line, ok, name, sku, category, description, unit_code, calc_unit_code, unit_price, currency,
+                   unit_calc_price, buy_price, sale_price, stock, price_date, name_key, err_column, err_message, raw,
+                   CASE WHEN ok THEN coalesce(sku_material_id, (
+                       SELECT m.id FROM materials m
+                       WHERE m.deleted_at IS NULL AND m.name_key = t.name_key AND m.unit_code = t.unit_code
+                       ORDER BY m.id LIMIT 1))
+                   END AS material_id
+            FROM (
+                SELECT r.line, r.ok AND a.unit_code IS NOT NULL AS ok, r.name, r.sku, r.category, r.description,
+                       a.unit_code, c.unit_code AS calc_unit_code, {_number("r.unit_price")} AS unit_price,
+                       r.currency, {_number("r.unit_calc_price")} AS unit_calc_price,
+                       {_number("r.buy_price")} AS buy_price, {_number("r.sale_price")} AS sale_price,
+                       r.stock::integer AS stock, r.price_date::date AS price_date,
+                       -- Only a row that no SKU matched needs its name key (a regular expression).
+                       CASE WHEN a.unit_code IS NOT NULL AND m.id IS NULL THEN material_name_key(r.name) END AS name_key,
+                       m.id AS sku_material_id,
+                       CASE WHEN r.ok AND a.unit_code IS NULL THEN
+                           CASE WHEN r.unit IS NOT NULL THEN 'unit' WHEN r.calc_unit IS NOT NULL THEN 'calc_unit' END
+                       ELSE r.err_column END AS err_column,
+                       CASE WHEN r.ok AND a.unit_code IS NULL THEN CASE
+                           WHEN coalesce(r.unit, r.calc_unit) IS NULL
+                               THEN 'unit: missing (the row has neither unit nor calc_unit)'
+                           WHEN r.unit IS NOT NULL THEN format('unit: unknown unit "%s"', r.unit)
+                           ELSE format('calc_unit: unknown unit "%s"', r.calc_unit) END
+                       ELSE r.err_message END AS err_message,
+                       CASE WHEN r.ok AND a.unit_code IS NULL THEN
+                           concat_ws(' | ', r.line, r.name, r.sku, r.unit, r.calc_unit, {_number("r.unit_price")})
+                       ELSE r.raw END AS raw
+                FROM import_rows r
+                LEFT JOIN unit_aliases a ON r.ok AND a.alias = lower(btrim(coalesce(r.unit, r.calc_unit)))
+                LEFT JOIN unit_aliases c ON r.ok AND c.alias = lower(btrim(r.calc_unit))
+                LEFT JOIN materials m ON r.ok AND r.sku IS NOT NULL AND m.sku = r.sku AND m.deleted_at IS NULL
+            ) t
+            OFFSET 0  -- a fence: the name lookup runs once per row, not once per use of material_id
+        ) u
         """)
 
 
@@ -347,7 +391,7 @@ async def _resolve_categories(conn: _Patient) -> None:
         """
         WITH wanted AS (
             SELECT DISTINCT ON (lower(btrim(category))) btrim(category) AS name
-            FROM import_rows WHERE ok AND btrim(coalesce(category, '')) <> ''
+            FROM import_resolved WHERE ok AND btrim(coalesce(category, '')) <> ''
             ORDER BY lower(btrim(category)), line
         ), added AS (
             INSERT INTO categories (name)
@@ -360,42 +404,28 @@ async def _resolve_categories(conn: _Patient) -> None:
         -- A separate statement: the UPDATE of a data-modifying CTE's statement cannot see the
         -- rows that CTE inserted (they all kept an empty path, so category filters missed them).
         UPDATE categories SET path = ARRAY[id] WHERE parent_id IS NULL AND path = '{}';
-        UPDATE import_rows r SET category_id = c.id
-        FROM (SELECT DISTINCT ON (lower(name)) id, lower(name) AS key FROM categories ORDER BY lower(name), id) c
-        WHERE r.ok AND c.key = lower(btrim(r.category));
         """)
 
 
-async def _resolve_materials(conn: _Patient) -> list[int]:
-    """Rows find their material by SKU, else by normalised name + unit; the rest create
-    materials (one per SKU, or per name + unit). Returns the ids created."""
-    match = """
-        UPDATE import_rows r SET material_id = m.id
-        FROM materials m WHERE r.ok AND r.material_id IS NULL AND r.sku IS NOT NULL
-          AND m.sku = r.sku AND m.deleted_at IS NULL;
-        UPDATE import_rows r SET material_id = m.id
-        FROM (
-            SELECT DISTINCT ON (name_key, unit_code) id, name_key, unit_code
-            FROM materials
-            WHERE deleted_at IS NULL AND (name_key, unit_code) IN (
-                SELECT name_key, unit_code FROM import_rows WHERE ok AND material_id IS NULL)
-            ORDER BY name_key, unit_code, id
-        ) m
-        WHERE r.ok AND r.material_id IS NULL AND m.name_key = r.name_key AND m.unit_code = r.unit_code;
-    """
-    await conn.execute(match)
-    created = await conn.fetch(
+async def _create_materials(conn: _Patient) -> int:
+    """Rows left without a material create one per key, with the first such row's name,
+    description, category and unit; import_created maps each key to its new material.
+    Returns how many were created."""
+    status = await conn.execute(
         """
-        INSERT INTO materials (sku, name, description, category_id, unit_code)
-        SELECT DISTINCT ON (key) sku, btrim(name), description, category_id, unit_code
-        FROM (
-            SELECT *, CASE WHEN sku IS NOT NULL THEN 'sku:' || sku
-                           ELSE 'name:' || name_key || '|' || unit_code END AS key
-            FROM import_rows WHERE ok AND material_id IS NULL
-        ) r
-        ORDER BY key, line
-        RETURNING id
+        WITH created AS (
+            INSERT INTO materials (sku, name, description, category_id, unit_code)
+            SELECT DISTINCT ON (r.key) r.sku, btrim(r.name), r.description, c.id, r.unit_code
+            FROM import_resolved r
+            LEFT JOIN (SELECT DISTINCT ON (lower(name)) id, lower(name) AS lname
+                       FROM categories ORDER BY lower(name), id) c ON c.lname = lower(btrim(r.category))
+            WHERE r.key IS NOT NULL
+            ORDER BY r.key, r.line
+            RETURNING id, sku, name, name_key, unit_code
+        )
+        INSERT INTO import_created (id, key, sku, name, unit_code)
+        SELECT id, CASE WHEN sku IS NOT NULL THEN 'sku:' || sku ELSE 'name:' || name_key || '|' || unit_code END,
+               sku, name, unit_code
+        FROM created
         """)
-    if created:
-        await conn.execute(match)
-    return [r["id"] for r in created]
+    return int(status.split()[-1])

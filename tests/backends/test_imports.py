@@ -19,6 +19,8 @@ from backends.errors import BackendUnavailable
 from backends.imports import SupplierNotFound, import_price_list
 from backends.postgres import PostgresBackend
 from backends.pricefile import PriceFileError
+from tests.backends.test_pricefile import tricky_csv
+from tests.conftest import DATA_TABLES
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "supplier-samples"
 REPO = Path(__file__).resolve().parents[2]
@@ -240,3 +242,40 @@ def test_the_early_checksum_is_the_parsers_checksum(sample: str) -> None:
         stream.seek(0)
         assert imports._checksum_first(stream) == imports._checksum_first(path) == parsed.checksum
         assert stream.tell() == 0  # the stream is left where it was
+
+
+@pytest.mark.parametrize("sample", [*sorted(p.name for p in SAMPLES.iterdir() if p.suffix == ".csv"), "tricky"])
+async def test_the_csv_fast_path_stores_what_the_reference_path_stores(
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    sample: str,
+) -> None:
+    """The parser's fast path hands cells to SQL as written (`1 234,50`); the reference path
+    converts them in Python. Both must leave the same prices, materials, rejects and events."""
+    path = tricky_csv(tmp_path / "tricky.csv", delimiter=";") if sample == "tricky" else SAMPLES / sample
+    stored = {}
+    for fast in (True, False):
+        await conn.execute(f"TRUNCATE {DATA_TABLES} RESTART IDENTITY CASCADE")
+        monkeypatch.setattr(imports, "FAST_CSV", fast)
+        supplier = await _supplier(conn)
+        try:
+            result = await import_price_list(empty_catalog, supplier, path,
+                                             effective_at=datetime(2024, 5, 1, tzinfo=UTC))
+        except PriceFileError as exc:
+            stored[fast] = str(exc)
+            continue
+        prices = await conn.fetch(
+            "SELECT p.material_id, m.name, m.sku, m.unit_code, m.description, c.name AS category, "
+            "p.unit_price::text, p.currency, p.calc_unit_code, p.unit_calc_price::text, p.buy_price::text, "
+            "p.sale_price::text, p.stock, p.price_date FROM prices p JOIN materials m ON m.id = p.material_id "
+            "LEFT JOIN categories c ON c.id = m.category_id ORDER BY p.id")
+        rejected = await conn.fetch(
+            'SELECT line, "column", message, raw FROM price_list_rejected_rows ORDER BY line, message')
+        events = await conn.fetch("SELECT topic, entity_id, payload::text FROM events ORDER BY id")
+        current = await conn.fetch("SELECT material_id, unit_price::text, price_id FROM current_prices ORDER BY 1")
+        stored[fast] = (result.row_count, result.rejected_count, result.materials_created, result.events,
+                        [tuple(r) for r in prices], [tuple(r) for r in rejected], [tuple(r) for r in events],
+                        [tuple(r) for r in current])
+    assert stored[True] == stored[False]
+    if sample == "tricky":
+        assert stored[True][0] > 800 and stored[True][1] > 40
+        assert any(message.startswith("unit: unknown unit") for _, _, message, _ in stored[True][5])
