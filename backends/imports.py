@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -40,7 +40,7 @@ from backends.pricefile import (
 )
 
 IMPORT_LOCK = 7_107_500_002  # pg_advisory_xact_lock(IMPORT_LOCK, supplier id)
-BATCH_ROWS = 5_000  # rows parsed per trip to the worker thread
+BATCH_ROWS = 10_000  # rows parsed per trip to the worker thread, then copied and resolved as one chunk
 # Per statement. The pool's default (30 s) suits requests; creating 500,000 materials for a
 # 1M-row file takes longer than that, and a timeout would throw the whole import away.
 STATEMENT_TIMEOUT_S = 1800.0
@@ -90,6 +90,29 @@ CREATE TEMP TABLE import_rows (
     err_message     text,
     raw             text
 ) ON COMMIT DROP;
+CREATE TEMP TABLE import_resolved (
+    line            integer NOT NULL,
+    ok              boolean NOT NULL,
+    name            text,
+    sku             text,
+    category        text,
+    description     text,
+    unit_code       text,
+    calc_unit_code  text,
+    unit_price      numeric,
+    currency        text,
+    unit_calc_price numeric,
+    buy_price       numeric,
+    sale_price      numeric,
+    stock           integer,
+    price_date      date,
+    name_key        text,
+    err_column      text,
+    err_message     text,
+    raw             text,
+    material_id     bigint,
+    key             text
+) ON COMMIT DROP;
 CREATE TEMP TABLE import_created (
     id        bigint NOT NULL,
     key       text NOT NULL,
@@ -104,24 +127,26 @@ STAGING_COLUMNS = STAGING_FIELDS
 FAST_CSV = True
 
 
-async def _records(price_file: PriceFile, progress: Progress | None) -> AsyncIterator[tuple[Any, ...]]:
-    """The file's rows as staging records; parsing runs in a worker thread, a batch at a time,
-    so the event loop keeps serving and at most one batch of rows is in memory. The next
-    batch is parsed while the previous one is sent (and PostgreSQL takes it in)."""
+async def _stage(conn: _Patient, price_file: PriceFile, progress: Progress | None) -> None:
+    """Parses the file into import_resolved, a chunk at a time: a worker thread parses the next
+    chunk while the server takes in and resolves the last one, so parsing and SQL overlap and at
+    most two chunks of rows are in memory."""
     records: Iterator[tuple[Any, ...]] = (
         price_file.staging_records() if FAST_CSV else map(staging_record, price_file.rows()))
 
-    def next_batch() -> list[tuple[Any, ...]]:
+    def next_chunk() -> list[tuple[Any, ...]]:
         return list(islice(records, BATCH_ROWS))
 
-    pending = asyncio.ensure_future(asyncio.to_thread(next_batch))
+    pending = asyncio.ensure_future(asyncio.to_thread(next_chunk))
     try:
-        while batch := await pending:
-            pending = asyncio.ensure_future(asyncio.to_thread(next_batch))
-            for record in batch:
-                yield record
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+            rows = len(chunk)
+            await conn.copy_records_to_table("import_rows", columns=STAGING_COLUMNS, records=chunk)
+            del chunk  # only the chunk being parsed stays in memory
+            await conn.execute(RESOLVE + "; TRUNCATE import_rows")
             if progress is not None:
-                progress(len(batch))
+                progress(rows)
     finally:
         # Never leave the worker thread reading a file the caller is about to close.
         with contextlib.suppress(BaseException):
@@ -237,8 +262,8 @@ async def _import(
     # Sorts and hashes of a whole file stay in memory; the plans are simple enough that JIT
     # compilation only adds its own time.
     await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off;" + STAGING)
-    await conn.copy_records_to_table("import_rows", columns=STAGING_COLUMNS, records=_records(price_file, progress))
-    phase("parse+copy")
+    await _stage(conn, price_file, progress)
+    phase("parse+copy+resolve")
 
     existing = await conn.fetchrow(
         "SELECT id, version, row_count, rejected_count FROM price_lists WHERE supplier_id = $1 AND checksum = $2",
@@ -246,11 +271,9 @@ async def _import(
     if existing is not None:
         raise _Duplicate(existing)  # rolls the staging back: the second import changes nothing
 
-    await _resolve(conn)
     counts = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE ok) AS valid, count(*) FILTER (WHERE NOT ok) AS rejected FROM import_resolved")
     valid, rejected = counts["valid"], counts["rejected"]
-    phase("resolve")
     if valid == 0:
         first = await conn.fetchrow("SELECT line, err_message FROM import_resolved ORDER BY line LIMIT 1")
         detail = f" (first: line {first['line']}: {first['err_message']})" if first else ""
@@ -334,54 +357,59 @@ def _number(column: str) -> str:
     return SQL_NUMBER.format(column)
 
 
-async def _resolve(conn: _Patient) -> None:
-    """One pass over the staging rows: cells converted to their types, units through the alias
-    table (м3, куб.м, m3 -> м³; a row whose unit is unknown is rejected), materials matched by
-    SKU, else by normalised name + unit (the oldest live one). Rows left without a material
-    get the key of the material they will create (one per SKU, or per name + unit)."""
-    await conn.execute(
-        f"""
-        CREATE TEMP TABLE import_resolved ON COMMIT DROP AS
-        SELECT *, CASE WHEN ok AND material_id IS NULL THEN
-                      CASE WHEN sku IS NOT NULL THEN 'sku:' || sku ELSE 'name:' || name_key || '|' || unit_code END
-                  END AS key
+# One pass over a chunk of staging rows: cells converted to their types, units through the alias
+# table (м3, куб.м, m3 -> м³; a row whose unit is unknown is rejected), materials matched by SKU,
+# else by normalised name + unit (the oldest live one). Rows left without a material get the key
+# of the material they will create (one per SKU, or per name + unit).
+RESOLVE = f"""
+INSERT INTO import_resolved
+SELECT line, ok, name, sku, category, description, unit_code, calc_unit_code, unit_price, currency,
+       unit_calc_price, buy_price, sale_price, stock, price_date, name_key, err_column, err_message, raw,
+       material_id,
+       CASE WHEN ok AND material_id IS NULL THEN
+           CASE WHEN sku IS NOT NULL THEN 'sku:' || sku ELSE 'name:' || name_key || '|' || unit_code END
+       END
+FROM (
+    SELECT *, CASE WHEN ok THEN coalesce(sku_material_id, (
+               SELECT m.id FROM materials m
+               WHERE m.deleted_at IS NULL AND m.name_key = n.name_key AND m.unit_code = n.unit_code
+               ORDER BY m.id LIMIT 1))
+           END AS material_id
+    FROM (
+        -- Only a row that no SKU matched needs its name key (a regular expression).
+        SELECT *, CASE WHEN ok AND sku_material_id IS NULL THEN material_name_key(name) END AS name_key
         FROM (
-            SELECT line, ok, name, sku, category, description, unit_code, calc_unit_code, unit_price, currency,
-                   unit_calc_price, buy_price, sale_price, stock, price_date, name_key, err_column, err_message, raw,
-                   CASE WHEN ok THEN coalesce(sku_material_id, (
-                       SELECT m.id FROM materials m
-                       WHERE m.deleted_at IS NULL AND m.name_key = t.name_key AND m.unit_code = t.unit_code
-                       ORDER BY m.id LIMIT 1))
-                   END AS material_id
-            FROM (
-                SELECT r.line, r.ok AND a.unit_code IS NOT NULL AS ok, r.name, r.sku, r.category, r.description,
-                       a.unit_code, c.unit_code AS calc_unit_code, {_number("r.unit_price")} AS unit_price,
-                       r.currency, {_number("r.unit_calc_price")} AS unit_calc_price,
-                       {_number("r.buy_price")} AS buy_price, {_number("r.sale_price")} AS sale_price,
-                       r.stock::integer AS stock, r.price_date::date AS price_date,
-                       -- Only a row that no SKU matched needs its name key (a regular expression).
-                       CASE WHEN a.unit_code IS NOT NULL AND m.id IS NULL THEN material_name_key(r.name) END AS name_key,
-                       m.id AS sku_material_id,
-                       CASE WHEN r.ok AND a.unit_code IS NULL THEN
-                           CASE WHEN r.unit IS NOT NULL THEN 'unit' WHEN r.calc_unit IS NOT NULL THEN 'calc_unit' END
-                       ELSE r.err_column END AS err_column,
-                       CASE WHEN r.ok AND a.unit_code IS NULL THEN CASE
-                           WHEN coalesce(r.unit, r.calc_unit) IS NULL
-                               THEN 'unit: missing (the row has neither unit nor calc_unit)'
-                           WHEN r.unit IS NOT NULL THEN format('unit: unknown unit "%s"', r.unit)
-                           ELSE format('calc_unit: unknown unit "%s"', r.calc_unit) END
-                       ELSE r.err_message END AS err_message,
-                       CASE WHEN r.ok AND a.unit_code IS NULL THEN
-                           concat_ws(' | ', r.line, r.name, r.sku, r.unit, r.calc_unit, {_number("r.unit_price")})
-                       ELSE r.raw END AS raw
-                FROM import_rows r
-                LEFT JOIN unit_aliases a ON r.ok AND a.alias = lower(btrim(coalesce(r.unit, r.calc_unit)))
-                LEFT JOIN unit_aliases c ON r.ok AND c.alias = lower(btrim(r.calc_unit))
-                LEFT JOIN materials m ON r.ok AND r.sku IS NOT NULL AND m.sku = r.sku AND m.deleted_at IS NULL
-            ) t
-            OFFSET 0  -- a fence: the name lookup runs once per row, not once per use of material_id
-        ) u
-        """)
+            SELECT r.line, r.ok AND a.unit_code IS NOT NULL AS ok, r.name, r.sku, r.category, r.description,
+                   a.unit_code, c.unit_code AS calc_unit_code, {_number("r.unit_price")} AS unit_price,
+                   r.currency, {_number("r.unit_calc_price")} AS unit_calc_price,
+                   {_number("r.buy_price")} AS buy_price, {_number("r.sale_price")} AS sale_price,
+                   r.stock::integer AS stock, r.price_date::date AS price_date,
+                   -- An index lookup per row with a SKU (a chunk is small next to the catalog).
+                   CASE WHEN r.ok AND r.sku IS NOT NULL THEN (
+                       SELECT m.id FROM materials m WHERE m.sku = r.sku AND m.deleted_at IS NULL)
+                   END AS sku_material_id,
+                   CASE WHEN r.ok AND a.unit_code IS NULL THEN
+                       CASE WHEN r.unit IS NOT NULL THEN 'unit' WHEN r.calc_unit IS NOT NULL THEN 'calc_unit' END
+                   ELSE r.err_column END AS err_column,
+                   CASE WHEN r.ok AND a.unit_code IS NULL THEN CASE
+                       WHEN coalesce(r.unit, r.calc_unit) IS NULL
+                           THEN 'unit: missing (the row has neither unit nor calc_unit)'
+                       WHEN r.unit IS NOT NULL THEN format('unit: unknown unit "%s"', r.unit)
+                       ELSE format('calc_unit: unknown unit "%s"', r.calc_unit) END
+                   ELSE r.err_message END AS err_message,
+                   CASE WHEN r.ok AND a.unit_code IS NULL THEN
+                       concat_ws(' | ', r.line, r.name, r.sku, r.unit, r.calc_unit, {_number("r.unit_price")})
+                   ELSE r.raw END AS raw
+            FROM import_rows r
+            LEFT JOIN unit_aliases a ON r.ok AND a.alias = lower(btrim(coalesce(r.unit, r.calc_unit)))
+            LEFT JOIN unit_aliases c ON r.ok AND c.alias = lower(btrim(r.calc_unit))
+            OFFSET 0  -- fences: each lookup and the name key run once per row, not once per use
+        ) t
+        OFFSET 0
+    ) n
+    OFFSET 0
+) u
+"""
 
 
 async def _resolve_categories(conn: _Patient) -> None:
