@@ -798,16 +798,58 @@ class PriceFile:
                     dates[cell] = iso
             return iso
 
+        measures = [i for i in (i_coefficient, i_weight, i_volume, i_quantity) if i >= 0]
+
+        def fast(line: int, f: list[str]) -> tuple[Any, ...] | None:
+            """The staging record of a row whose cells are all in their common shapes, else None."""
+            name = f[i_name].strip()
+            price = f[i_price].strip()
+            if not name or not price or not number(price):
+                return None
+            calc_price = f[i_calc_price].strip()
+            buy = f[i_buy].strip()
+            sale = f[i_sale].strip()
+            if (calc_price and not number(calc_price)) or (buy and not number(buy)) or (sale and not number(sale)):
+                return None
+            for i in measures:
+                cell = f[i].strip()
+                if cell and not number(cell):
+                    return None
+            count = f[i_count].strip()
+            if count and not whole(count):
+                return None
+            day = f[i_date].strip()
+            if day:
+                day = dates.get(day) or date_of(day)
+                if day is None:
+                    return None
+            cell = f[i_currency].strip()
+            currency = "RUB"
+            if cell:
+                currency = currencies.get(cell) or currency_of(cell)
+                if currency is None:
+                    return None
+            for value, i in ((calc_price, i_calc_currency), (buy, i_buy_currency), (sale, i_sale_currency)):
+                cell = f[i].strip()
+                if cell:
+                    code = currencies.get(cell) or currency_of(cell)
+                    if code is None or (value and code != currency):
+                        return None
+            return (
+                True, line, name, f[i_sku].strip() or None, f[i_category].strip() or None,
+                f[i_unit].strip() or None, price, currency, f[i_calc_unit].strip() or None, calc_price or None,
+                buy or None, sale or None, count or None, day or None, f[i_description].strip() or None,
+                None, None, None,
+            )  # fmt: skip
+
+        buf = tap.buf
         try:
             for line, fields, raw in self._records:
-                record = None
-                if type(fields) is list and not any("\x00" in physical for physical in tap.buf):
+                if type(fields) is list and not (
+                    "\x00" in buf[0] if len(buf) == 1 else any("\x00" in physical for physical in buf)
+                ):
                     fields.append("")
-                    record = self._fast_record(
-                        line, fields, number, whole, currency_of, date_of,
-                        (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency,
-                         i_buy, i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date,
-                         i_coefficient, i_weight, i_volume, i_quantity, i_description))  # fmt: skip
+                    record = fast(line, fields)
                     if record is not None:
                         self.row_count += 1
                         yield record
@@ -826,57 +868,6 @@ class PriceFile:
         finally:
             self.close()
         self._check_some_valid()
-
-    @staticmethod
-    def _fast_record(
-        line: int, f: list[str], number: Callable[[str], Any], whole: Callable[[str], Any],
-        currency_of: Callable[[str], str | None], date_of: Callable[[str], str | None],
-        at: tuple[int, ...],
-    ) -> tuple[Any, ...] | None:
-        """The staging record of a row whose cells are all in their common shapes, else None."""
-        (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency, i_buy,
-         i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date, i_coefficient, i_weight,
-         i_volume, i_quantity, i_description) = at  # fmt: skip
-        name = f[i_name].strip()
-        price = f[i_price].strip()
-        if not name or not price or not number(price):
-            return None
-        calc_price = f[i_calc_price].strip()
-        buy = f[i_buy].strip()
-        sale = f[i_sale].strip()
-        if (calc_price and not number(calc_price)) or (buy and not number(buy)) or (sale and not number(sale)):
-            return None
-        for i in (i_coefficient, i_weight, i_volume, i_quantity):
-            if i >= 0:
-                cell = f[i].strip()
-                if cell and not number(cell):
-                    return None
-        count = f[i_count].strip()
-        if count and not whole(count):
-            return None
-        day = f[i_date].strip()
-        if day:
-            day = date_of(day)
-            if day is None:
-                return None
-        cell = f[i_currency].strip()
-        currency = "RUB"
-        if cell:
-            currency = currency_of(cell)
-            if currency is None:
-                return None
-        for value, i in ((calc_price, i_calc_currency), (buy, i_buy_currency), (sale, i_sale_currency)):
-            cell = f[i].strip()
-            if cell:
-                code = currency_of(cell)
-                if code is None or (value and code != currency):
-                    return None
-        return (
-            True, line, name, f[i_sku].strip() or None, f[i_category].strip() or None,
-            f[i_unit].strip() or None, price, currency, f[i_calc_unit].strip() or None, calc_price or None,
-            buy or None, sale or None, count or None, day or None, f[i_description].strip() or None,
-            None, None, None,
-        )  # fmt: skip
 
     def _finish(self) -> None:
         if self._reader is not None:
