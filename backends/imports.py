@@ -417,9 +417,12 @@ async def _resolve_categories(conn: _Patient) -> None:
     else become new root categories."""
     await conn.execute(
         """
-        WITH wanted AS (
+        WITH spelled AS (
+            -- The few distinct spellings first (a hash aggregate), then the first of each name.
+            SELECT category, min(line) AS line FROM import_resolved WHERE ok GROUP BY category
+        ), wanted AS (
             SELECT DISTINCT ON (lower(btrim(category))) btrim(category) AS name
-            FROM import_resolved WHERE ok AND btrim(coalesce(category, '')) <> ''
+            FROM spelled WHERE btrim(coalesce(category, '')) <> ''
             ORDER BY lower(btrim(category)), line
         ), added AS (
             INSERT INTO categories (name)
