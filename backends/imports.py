@@ -1,8 +1,10 @@
 """Price-list imports: a supplier's file becomes a new ACTIVE price-list version, atomically.
 
-    stream-parse (backends.pricefile, in a worker thread)
-      -> COPY every row, valid or rejected, into a temporary staging table
-      -> a few set-based statements: units, categories, materials (match or create),
+    stream-parse (PriceFile.staging_records(), in a worker thread, 10k-row chunks)
+      -> per chunk, while the next one is parsed: COPY every row, valid or rejected, as text
+         into a temporary staging table, and one statement converts it into import_resolved
+         (numbers, dates, units, material matched by SKU or name + unit)
+      -> a few set-based statements over the whole file: categories, materials created,
          the price-list row, prices, current prices, rejected rows, outbox events
       -> commit
 
