@@ -102,18 +102,17 @@ class RowError:
 # --------------------------------------------------------------------------- staging records
 
 # The layout of PriceFile.staging_records(): what an import COPYs into its staging table, one
-# record per data row, every cell text (or None) so that a row the parser passes through
-# unconverted and a row built from a PriceRow look alike. Numbers are decimal literals that may
-# use a decimal comma and space-like thousands separators (SQL_NUMBER turns either into a
-# numeric), dates are ISO, currencies are ISO 4217 codes; err_* and raw are set on rejected rows.
+# record per data row, every cell text (or None) so that a row the fast path passes through and
+# a row built from a PriceRow look alike. Numbers are plain decimal literals (SQL_NUMBER), dates
+# are ISO, currencies are ISO 4217 codes; err_* and raw are set on rejected rows.
 STAGING_FIELDS: tuple[str, ...] = (
     "ok", "line", "name", "sku", "category", "unit", "unit_price", "currency", "calc_unit",
     "unit_calc_price", "buy_price", "sale_price", "stock", "price_date", "description",
     "err_column", "err_message", "raw",
 )  # fmt: skip
 _GROUP_SPACES = " \u00a0\u202f\u2009"  # thousands separators: space, no-break, narrow no-break, thin
-# A staging number (text column `x`) as the numeric the parser's Decimal is: same value, same scale.
-SQL_NUMBER = "replace(translate({}, '" + _GROUP_SPACES + "', ''), ',', '.')::numeric"
+# A staging number (text column) as the numeric the parser's Decimal is: same value, same scale.
+SQL_NUMBER = "{}::numeric"
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -134,12 +133,20 @@ def staging_record(item: PriceRow | RowError) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-# The cells the CSV fast path passes through as they are (SQL_NUMBER converts them): digits
-# with a decimal point or comma, or groups of three digits split by a space-like character,
-# within the range _number accepts. Anything else goes through the converters above.
+# The number cells the CSV fast path takes (written as plain literals): digits with a decimal
+# point or comma, or groups of three digits split by a space-like character, within the range
+# _number accepts. Anything else goes through the converters above.
 _FAST_NUMBER = re.compile(
     r"[0-9]{1,15}(?:[.,][0-9]{1,20})?|[0-9]{1,3}(?:[" + _GROUP_SPACES + r"][0-9]{3}){1,4}(?:[.,][0-9]{1,20})?"
 ).fullmatch
+_UNGROUP = str.maketrans({**dict.fromkeys(_GROUP_SPACES), ",": "."})
+
+
+def _fast_number(cell: str) -> str | None:
+    """`1 234,50` -> `1234.50` (what _number's Decimal is, as a literal); None if not a common shape."""
+    return cell.translate(_UNGROUP) if _FAST_NUMBER(cell) else None
+
+
 _FAST_COUNT = re.compile(r"[0-9]{1,9}").fullmatch
 _FAST_CACHE = 4096  # distinct currency / date spellings remembered by the fast path
 
@@ -771,7 +778,7 @@ class PriceFile:
         (i_name, i_sku, i_category, i_unit, i_price, i_currency, i_calc_price, i_calc_currency, i_buy,
          i_buy_currency, i_sale, i_sale_currency, i_calc_unit, i_count, i_date, i_coefficient, i_weight,
          i_volume, i_quantity, i_description) = (where.get(canon, -1) for canon in _COLUMNS)  # fmt: skip
-        number, whole = _FAST_NUMBER, _FAST_COUNT
+        number, whole = _fast_number, _FAST_COUNT
         currencies: dict[str, str] = {}
         dates: dict[str, str] = {}
 
@@ -803,17 +810,21 @@ class PriceFile:
         def fast(line: int, f: list[str]) -> tuple[Any, ...] | None:
             """The staging record of a row whose cells are all in their common shapes, else None."""
             name = f[i_name].strip()
-            price = f[i_price].strip()
-            if not name or not price or not number(price):
+            price = number(f[i_price].strip())
+            if not name or price is None:
                 return None
             calc_price = f[i_calc_price].strip()
+            if calc_price and (calc_price := number(calc_price)) is None:  # type: ignore[assignment]
+                return None
             buy = f[i_buy].strip()
+            if buy and (buy := number(buy)) is None:  # type: ignore[assignment]
+                return None
             sale = f[i_sale].strip()
-            if (calc_price and not number(calc_price)) or (buy and not number(buy)) or (sale and not number(sale)):
+            if sale and (sale := number(sale)) is None:  # type: ignore[assignment]
                 return None
             for i in measures:
                 cell = f[i].strip()
-                if cell and not number(cell):
+                if cell and number(cell) is None:
                     return None
             count = f[i_count].strip()
             if count and not whole(count):
