@@ -131,9 +131,11 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
         part.only_archived = (
             part.name != suffix
             and await conn.fetchval("SELECT to_regclass($1) IS NULL", ARCHIVE_PREFIX + suffix, timeout=t)
-            and not await conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM ONLY {_ident(part.name)} WHERE price_list_id <> ALL($1::bigint[]))",
-                ids, timeout=t)
+            # Every row of the month is one of ours when it has no more rows than we found
+            # there. A count, not a test of each row against the ids: 5 months of 83k rows took
+            # 0.023 s so, 0.4 s with `<> ALL($1)` of 330 ids (linear in the ids: a parameter
+            # array is not hashed) and 3.2 s as an anti-join on price_lists.
+            and await conn.fetchval(f"SELECT count(*) FROM ONLY {_ident(part.name)}", timeout=t) == part.rows
         )
 
     phase("check")
@@ -145,6 +147,7 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
     # Detaches last: each takes ACCESS EXCLUSIVE on prices, held until the commit just after.
     previous = await conn.fetchval("SELECT current_setting('lock_timeout')")
     await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(lock_timeout_s * 1000)}ms")
+    busy = []
     for part in months:
         if not part.only_archived:
             continue
@@ -156,8 +159,10 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
         except asyncpg.LockNotAvailableError:
             log.warning("archive: %s is busy (lock_timeout %.1f s); moving its rows instead", part.name,
                         lock_timeout_s)
-            result.rows_moved += await _move_rows(conn, part, ids)
+            busy.append(part)
     await conn.execute("SELECT set_config('lock_timeout', $1, true)", previous)
+    for part in busy:
+        result.rows_moved += await _move_rows(conn, part, ids)
     phase("detach+attach")
 
     await conn.execute("UPDATE price_lists SET archived_at = now() WHERE id = ANY($1::bigint[])", ids, timeout=t)

@@ -50,6 +50,10 @@ CREATE VIEW price_history AS
       FROM prices_archive;
 
 -- Creates the monthly partitions of prices_archive covering [lo, hi] that are missing.
+-- CREATE TABLE ... PARTITION OF would lock prices_archive ACCESS EXCLUSIVE until the archive
+-- transaction commits, stopping every priceHistory read while rows are moved; a table
+-- created apart and attached takes SHARE UPDATE EXCLUSIVE, which readers do not wait for.
+-- Its bounds CHECK spares the ATTACH a scan, as on the months of prices.
 CREATE FUNCTION ensure_price_archive_partitions(lo timestamptz, hi timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -60,8 +64,12 @@ BEGIN
     WHILE m <= last LOOP
         name := 'prices_archive_' || to_char(m, 'YYYY_MM');
         IF to_regclass(name) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I (LIKE prices_archive INCLUDING DEFAULTS)', name);
             EXECUTE format(
-                'CREATE TABLE %I PARTITION OF prices_archive FOR VALUES FROM (%L) TO (%L)',
+                'ALTER TABLE %I ADD CONSTRAINT %I CHECK (valid_from >= %L AND valid_from < %L)',
+                name, name || '_bounds', m AT TIME ZONE 'UTC', (m + interval '1 month') AT TIME ZONE 'UTC');
+            EXECUTE format(
+                'ALTER TABLE prices_archive ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
                 name, m AT TIME ZONE 'UTC', (m + interval '1 month') AT TIME ZONE 'UTC');
         END IF;
         m := m + interval '1 month';

@@ -209,3 +209,19 @@ async def test_lists_archived_before_the_archive_table_existed_get_their_rows_mo
     result = await archive_price_lists(empty_catalog, datetime(2024, 1, 1, tzinfo=UTC))  # nothing newly superseded
     assert (result.price_lists, result.prices, result.partitions_attached) == (1, 5, ["prices_archive_2024_01"])
     assert await db.fetchval("SELECT archived_at IS NOT NULL FROM price_lists WHERE id = $1", lists["a1"])
+
+
+async def test_new_archive_months_do_not_lock_out_history_readers(db: asyncpg.Connection) -> None:
+    """Row moves create archive months inside the archive transaction: they must not take
+    the ACCESS EXCLUSIVE lock that CREATE TABLE ... PARTITION OF takes on prices_archive,
+    which priceHistory reads wait for (until commit)."""
+    async with db.transaction():
+        await db.execute("SELECT ensure_price_archive_partitions('2030-03-05+00', '2030-04-05+00')")
+        modes = {r["mode"] for r in await db.fetch(
+            "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() AND relation = 'prices_archive'::regclass")}
+        assert "AccessExclusiveLock" not in modes and "ShareUpdateExclusiveLock" in modes
+    assert await parent_of(db, "prices_archive_2030_03") == "prices_archive"
+    assert await parent_of(db, "prices_archive_2030_04") == "prices_archive"
+    indexes = await db.fetchval(
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'prices_archive_2030_03'::regclass")
+    assert indexes == 3  # the primary key and both indexes of prices_archive
