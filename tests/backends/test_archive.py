@@ -3,6 +3,7 @@ months by DETACH/ATTACH, shared months row by row; all or nothing; twice is once
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -225,3 +226,30 @@ async def test_new_archive_months_do_not_lock_out_history_readers(db: asyncpg.Co
     indexes = await db.fetchval(
         "SELECT count(*) FROM pg_index WHERE indrelid = 'prices_archive_2030_03'::regclass")
     assert indexes == 3  # the primary key and both indexes of prices_archive
+
+
+async def test_archive_waits_for_an_import_in_flight_and_sees_what_it_wrote(
+    db: asyncpg.Connection, empty_catalog: PostgresBackend, database_url: str
+) -> None:
+    """An import holding a January row of a live list when the archive starts: the archive
+    waits for it (no deadlock), then finds January shared and moves rows instead of detaching."""
+    lists = await two_suppliers(db)
+    material, supplier = await db.fetchrow("SELECT material_id, supplier_id FROM prices WHERE price_list_id = $1 "
+                                           "LIMIT 1", lists["a2"])
+    importer = await asyncpg.connect(database_url)
+    try:
+        transaction = importer.transaction()
+        await transaction.start()
+        await importer.execute("SELECT ensure_price_partitions('2024-01-20+00', '2024-01-20+00')")  # as imports do
+        await importer.execute("INSERT INTO prices (material_id, supplier_id, price_list_id, unit_price, valid_from) "
+                               "VALUES ($1, $2, $3, 1, '2024-01-20+00')", material, supplier, lists["a2"])
+        archiving = asyncio.create_task(archive_price_lists(empty_catalog, LATER))
+        await asyncio.sleep(0.5)
+        assert not archiving.done()
+        await transaction.commit()
+        result = await asyncio.wait_for(archiving, 60)
+    finally:
+        await importer.close()
+    assert (result.price_lists, result.prices, result.rows_moved, result.partitions_attached) == (2, 10, 10, [])
+    assert await db.fetchval("SELECT count(*) FROM prices_2024_01") == 1  # the live list's row stayed
+    assert await counts(db) == (11, 10)
