@@ -102,3 +102,30 @@ async def test_archive_report_refuses_a_date_without_time_zone(
     assert [(e["field"], e["code"]) for e in report["archivePriceListsReport"]["errors"]] == [(["before"], "VALIDATION")]
     assert await conn.fetchval("SELECT count(*) FROM prices_archive") == 0
     assert await conn.fetchval("SELECT count(*) FROM price_lists WHERE status = 'ARCHIVED'") == 0
+
+
+async def test_imports_after_archiving_land_in_prices_and_current_prices_ignore_the_archive(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, empty_catalog: PostgresBackend
+) -> None:
+    ids = await three_versions(conn, empty_catalog)
+    await gql_data(client, REPORT, {"before": "2024-12-31T00:00:00Z"})
+    archived = await conn.fetchval("SELECT count(*) FROM prices_archive")
+    supplier = await conn.fetchval("SELECT id FROM suppliers")
+    # v4 dated in January, whose partition went to the archive: it lands in prices all the same.
+    v4 = await import_price_list(empty_catalog, supplier, SAMPLES / "test_price_v4.csv",
+                                 effective_at=datetime(2024, 1, 20, tzinfo=UTC))
+    assert await conn.fetchval("SELECT count(*) FROM prices_2024_01 WHERE price_list_id = $1", v4.price_list_id) \
+        == v4.row_count > 0
+    assert await conn.fetchval("SELECT count(*) FROM prices_archive") == archived
+    # A cheaper price planted in the archive: history shows it, current prices never do.
+    cement = await conn.fetchval("SELECT id FROM materials WHERE name = 'Цемент М400'")
+    old_list = await conn.fetchval("SELECT id FROM price_lists WHERE version = 1")
+    await conn.execute("INSERT INTO prices_archive (id, material_id, supplier_id, price_list_id, unit_price, currency, "
+                       "valid_from) VALUES (-1, $1, $2, $3, 1, 'RUB', '2024-01-02+00')", cement, supplier, old_list)
+    data = await gql_data(client, """query($id: ID!) { material(id: $id) { currentPrices { unitPrice priceList { version } }
+        bestPrice { unitPrice } priceHistory(first: 10) { edges { node { unitPrice } } } } }""", {"id": ids["material"]})
+    material = data["material"]
+    assert [p["priceList"]["version"] for p in material["currentPrices"]] == [4]
+    assert material["bestPrice"]["unitPrice"] == material["currentPrices"][0]["unitPrice"] != "1"
+    history = [e["node"]["unitPrice"] for e in material["priceHistory"]["edges"]]
+    assert history == ["340.00", "320.00", "360.00", "1", "300.00"]  # v3, v2, v4 (Jan 20), planted (Jan 2), v1
