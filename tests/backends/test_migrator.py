@@ -79,16 +79,16 @@ async def test_price_partitions_are_monthly_in_utc(pg) -> None:
 async def test_price_months_get_their_bounds_whether_made_before_or_after_the_archive_migration(
     scratch_url: str, tmp_path: Path
 ) -> None:
-    """0005 puts each month's bounds on it as a CHECK (months that existed, and the ones
+    """0006 puts each month's bounds on it as a CHECK (months that existed, and the ones
     ensure_price_partitions() makes afterwards): ATTACH into the archive then skips its scan."""
     for migration in discover():
-        if migration.version < "0005":
+        if migration.version < "0006":
             (tmp_path / migration.path.name).write_bytes(migration.path.read_bytes())
     conn = await asyncpg.connect(scratch_url)
     try:
         await apply_migrations(conn, tmp_path)
         await conn.execute("SELECT ensure_price_partitions('2023-12-10+00', '2023-12-10+00')")
-        assert "0005_price_archive" in await apply_migrations(conn)
+        assert "0006_price_archive" in await apply_migrations(conn)
         await conn.execute("SELECT ensure_price_partitions('2031-05-10+00', '2031-05-10+00')")
         checks = dict(await conn.fetch(
             "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
