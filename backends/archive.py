@@ -18,6 +18,7 @@ queued behind the DETACH.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 PARTITIONS_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('ensure_price_partitions'))"
 STATEMENT_TIMEOUT_S = 1800.0  # moving a large month of rows is a long statement by design
 ARCHIVE_PREFIX = "prices_archive_"
+MONTH_PARTITION = re.compile(r"prices_\d{4}_\d{2}")  # what ensure_price_partitions() creates
 PRICE_COLUMNS = (
     "id, material_id, supplier_id, price_list_id, unit_price, currency, calc_unit_code, unit_calc_price, "
     "buy_price, sale_price, stock, price_date, valid_from"
@@ -79,6 +81,9 @@ async def archive_price_lists(
     async with pg.transaction() as conn:
         result = await _archive(conn, before, lock_timeout_s)
     result.seconds = round(time.perf_counter() - started, 3)
+    log.info("archived %d price lists, %d prices (%d in attached months %s, %d moved) in %.2f s %s",
+             result.price_lists, result.prices, result.rows_attached, result.partitions_attached or "[]",
+             result.rows_moved, result.seconds, result.phases)
     return result
 
 
@@ -129,7 +134,7 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
     for part in months:
         suffix = part.name.removeprefix("prices_")
         part.only_archived = (
-            part.name != suffix
+            MONTH_PARTITION.fullmatch(part.name) is not None  # any other partition keeps its rows' home
             and await conn.fetchval("SELECT to_regclass($1) IS NULL", ARCHIVE_PREFIX + suffix, timeout=t)
             # Every row of the month is one of ours when it has no more rows than we found
             # there. A count, not a test of each row against the ids: 5 months of 83k rows took

@@ -253,3 +253,4 @@ async def test_archive_waits_for_an_import_in_flight_and_sees_what_it_wrote(
     assert (result.price_lists, result.prices, result.rows_moved, result.partitions_attached) == (2, 10, 10, [])
     assert await db.fetchval("SELECT count(*) FROM prices_2024_01") == 1  # the live list's row stayed
     assert await counts(db) == (11, 10)
+
