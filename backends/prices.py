@@ -22,7 +22,7 @@ SUPPLIER_COMPANION = "sp.name AS supplier_name"
 SUPPLIER_JOIN = "LEFT JOIN suppliers sp ON sp.id = {p}.supplier_id"
 PRICE_LIST_COLUMNS = (
     "pl.id, pl.supplier_id, pl.version, pl.status, pl.filename, pl.checksum, pl.uploaded_at, "
-    "pl.effective_at, pl.row_count, pl.rejected_count"
+    "pl.effective_at, pl.row_count, pl.rejected_count, pl.archived_at"
 )
 
 

@@ -27,7 +27,7 @@ READ = """query($material: ID!, $supplier: ID!, $list: ID!) {
   }
   supplier: node(id: $supplier) { ... on Supplier { priceLists(first: 10) { edges { node {
     version rowCount prices(first: 3) { edges { cursor node { unitPrice material { name } } } } } } } } }
-  priceList(id: $list) { version status prices(first: 50) { edges { node { unitPrice validFrom } } } }
+  priceList(id: $list) { version status archivedAt prices(first: 50) { edges { node { unitPrice validFrom } } } }
 }"""
 REPORT = """mutation($before: DateTime!) { archivePriceListsReport(before: $before) {
   priceLists prices rowsMoved rowsAttached partitionsAttached errors { field code message } } }"""
@@ -36,7 +36,7 @@ REPORT = """mutation($before: DateTime!) { archivePriceListsReport(before: $befo
 def without_statuses(data: Any) -> Any:
     """The answer with the price lists' statuses left out: those are what archiving changes."""
     if isinstance(data, dict):
-        return {k: without_statuses(v) for k, v in data.items() if k != "status"}
+        return {k: without_statuses(v) for k, v in data.items() if k not in ("status", "archivedAt")}
     if isinstance(data, list):
         return [without_statuses(v) for v in data]
     return data
@@ -82,7 +82,8 @@ async def test_history_and_price_lists_answer_the_same_after_archiving(
         "SELECT count(*) FROM prices p JOIN price_lists pl ON pl.id = p.price_list_id WHERE pl.status <> 'ACTIVE'") == 0
 
     trips_after, after = await read(client, ids)
-    assert after["priceList"]["status"] == "ARCHIVED"
+    assert after["priceList"]["status"] == "ARCHIVED" and after["priceList"]["archivedAt"] is not None
+    assert before["priceList"]["archivedAt"] is None
     assert without_statuses(after) == without_statuses(before)
     assert after["material"]["currentPrices"] == before["material"]["currentPrices"]
     assert trips_after == trips  # the archive is read in the same statements, one per level
