@@ -436,16 +436,18 @@ def _command_archive(settings: Settings, args: argparse.Namespace) -> None:
                 await apply_migrations(conn)
             variables = {"before": args.before.isoformat()}
             try:
-                result = await archive_price_lists(pg, args.before, lock_timeout_s=args.lock_timeout)
+                result = await archive_price_lists(pg, args.before, lock_timeout_s=args.lock_timeout,
+                                                   dry_run=args.dry_run)
             except Exception as exc:
                 await audit.record(pg, "archivePriceLists", variables, "error", {"error": str(exc)}, actor="cli")
                 raise
-            await audit.record(pg, "archivePriceLists", variables, "ok", {"priceLists": result.price_lists,
-                               "prices": result.prices, "partitions": result.partitions_attached}, actor="cli")
+            if not args.dry_run:  # a dry run changes nothing, so it leaves no audit row either
+                await audit.record(pg, "archivePriceLists", variables, "ok", {"priceLists": result.price_lists,
+                                   "prices": result.prices, "partitions": result.partitions_attached}, actor="cli")
             return result
 
     result = asyncio.run(run())
-    print(f"archived {result.price_lists} price list(s), {result.prices} prices: {result.rows_attached} in "
+    print(f"{'would archive' if args.dry_run else 'archived'} {result.price_lists} price list(s), {result.prices} prices: {result.rows_attached} in "
           f"{len(result.partitions_attached)} attached month(s) ({', '.join(result.partitions_attached) or 'none'}), "
           f"{result.rows_moved} moved row by row; {result.seconds:.2f} s")
 
@@ -493,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--lock-timeout", type=float, default=5.0,
                          help="seconds to wait for the lock a DETACH needs before moving that month's rows "
                               "instead (default 5)")
+    archive.add_argument("--dry-run", action="store_true",
+                         help="say what would be archived and how (attached months, rows moved), change nothing")
     return parser
 
 

@@ -70,24 +70,38 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _DryRunDone(Exception):
+    """Raised to roll the transaction of a dry run back, carrying what it would have done."""
+
+    def __init__(self, result: ArchiveResult) -> None:
+        self.result = result
+
+
 async def archive_price_lists(
-    pg: PostgresBackend, before: datetime, *, lock_timeout_s: float = 5.0
+    pg: PostgresBackend, before: datetime, *, lock_timeout_s: float = 5.0, dry_run: bool = False
 ) -> ArchiveResult:
     """Archives the lists superseded before `before` (and any ARCHIVED list whose rows are
-    still in prices, e.g. flipped by an older version); one transaction, all or nothing."""
+    still in prices, e.g. flipped by an older version); one transaction, all or nothing.
+
+    A dry run finds and checks the same way, reports what would move and how (no month is
+    then locked more than SHARE), and rolls back.
+    """
     if before.tzinfo is None:
         raise ValueError("before needs a time zone")
     started = time.perf_counter()
-    async with pg.transaction() as conn:
-        result = await _archive(conn, before, lock_timeout_s)
+    try:
+        async with pg.transaction() as conn:
+            result = await _archive(conn, before, lock_timeout_s, dry_run)
+    except _DryRunDone as done:
+        result = done.result
     result.seconds = round(time.perf_counter() - started, 3)
-    log.info("archived %d price lists, %d prices (%d in attached months %s, %d moved) in %.2f s %s",
-             result.price_lists, result.prices, result.rows_attached, result.partitions_attached or "[]",
-             result.rows_moved, result.seconds, result.phases)
+    log.info("%s %d price lists, %d prices (%d in attached months %s, %d moved) in %.2f s %s",
+             "would archive" if dry_run else "archived", result.price_lists, result.prices, result.rows_attached,
+             result.partitions_attached or "[]", result.rows_moved, result.seconds, result.phases)
     return result
 
 
-async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: float) -> ArchiveResult:
+async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: float, dry_run: bool) -> ArchiveResult:
     t = STATEMENT_TIMEOUT_S
     mark = time.perf_counter()
 
@@ -144,6 +158,14 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
         )
 
     phase("check")
+    if dry_run:
+        for part in months:
+            if part.only_archived:
+                result.partitions_attached.append(ARCHIVE_PREFIX + part.name.removeprefix("prices_"))
+                result.rows_attached += part.rows
+            else:
+                result.rows_moved += part.rows
+        raise _DryRunDone(result)
     # Row moves first, under SHARE only: readers are not held up however long they take.
     for part in months:
         if not part.only_archived:

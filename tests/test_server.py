@@ -36,6 +36,10 @@ async def test_archive_command_moves_old_lists_and_says_what_it_did(database_url
     await two_suppliers(conn)
     env = {**os.environ, "DATABASE_URL": database_url}
     command = [sys.executable, "server.py", "archive", "--before", LATER.date().isoformat()]
+    dry = await asyncio.to_thread(subprocess.run, [*command, "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=120)
+    assert "would archive 2 price list(s), 10 prices: 5 in 1 attached month(s)" in dry.stdout, dry.stderr
+    assert await conn.fetchval("SELECT count(*) FROM prices_archive") == 0
     done = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True,
                                   timeout=120)
     assert done.returncode == 0, done.stderr

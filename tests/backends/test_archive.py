@@ -254,3 +254,19 @@ async def test_archive_waits_for_an_import_in_flight_and_sees_what_it_wrote(
     assert await db.fetchval("SELECT count(*) FROM prices_2024_01") == 1  # the live list's row stayed
     assert await counts(db) == (11, 10)
 
+
+
+async def test_a_dry_run_says_what_would_move_and_changes_nothing(
+    db: asyncpg.Connection, empty_catalog: PostgresBackend
+) -> None:
+    await two_suppliers(db)
+    state = (await counts(db), await db.fetch("SELECT * FROM price_lists ORDER BY id"),
+             await db.fetchval("SELECT count(*) FROM events"))
+    planned = await archive_price_lists(empty_catalog, LATER, dry_run=True)
+    assert (await counts(db), await db.fetch("SELECT * FROM price_lists ORDER BY id"),
+            await db.fetchval("SELECT count(*) FROM events")) == state
+    assert await parent_of(db, "prices_2024_01") == "prices"
+    done = await archive_price_lists(empty_catalog, LATER)
+    assert (planned.price_lists, planned.prices, planned.rows_attached, planned.rows_moved,
+            planned.partitions_attached) == (done.price_lists, done.prices, done.rows_attached, done.rows_moved,
+                                             done.partitions_attached) == (2, 10, 5, 5, ["prices_archive_2024_01"])
