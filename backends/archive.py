@@ -157,6 +157,10 @@ async def _archive(conn: asyncpg.Connection, before: datetime, lock_timeout_s: f
             and await conn.fetchval(f"SELECT count(*) FROM ONLY {_ident(part.name)}", timeout=t) == part.rows
         )
 
+    if not dry_run:
+        for part in months:
+            if part.only_archived:
+                await _validate_bounds(conn, part)
     phase("check")
     if dry_run:
         for part in months:
@@ -212,6 +216,19 @@ async def _move_rows(conn: asyncpg.Connection, part: _Partition, ids: list[int])
         f"RETURNING {PRICE_COLUMNS}) INSERT INTO prices_archive ({PRICE_COLUMNS}) SELECT {PRICE_COLUMNS} FROM moved",
         ids, timeout=STATEMENT_TIMEOUT_S)
     return int(status.split()[-1])
+
+
+async def _validate_bounds(conn: asyncpg.Connection, part: _Partition) -> None:
+    """Validates the month's bounds CHECK if the migration left it NOT VALID (months older than
+    it): a scan now, under SHARE UPDATE EXCLUSIVE that readers do not wait for, instead of
+    ATTACH's scan later under the ACCESS EXCLUSIVE lock that the DETACH takes on prices."""
+    constraint = part.name + "_bounds"
+    valid = await conn.fetchval(
+        "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::regclass AND conname = $2", part.name, constraint,
+        timeout=STATEMENT_TIMEOUT_S)
+    if valid is False:
+        await conn.execute(f"ALTER TABLE {_ident(part.name)} VALIDATE CONSTRAINT {_ident(constraint)}",
+                           timeout=STATEMENT_TIMEOUT_S)
 
 
 async def _attach_to_archive(conn: asyncpg.Connection, part: _Partition) -> None:

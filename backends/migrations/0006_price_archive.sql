@@ -102,7 +102,10 @@ BEGIN
     END LOOP;
 END $$;
 
--- The partitions that exist already get the same constraint (one scan of each, once).
+-- The partitions that exist already get the same constraint, NOT VALID: validating here
+-- would scan every month under ACCESS EXCLUSIVE, all held until this migration commits,
+-- stopping every price read at start-up. backends.archive validates a month when it is
+-- about to detach it (SHARE UPDATE EXCLUSIVE, which readers do not wait for).
 DO $$
 DECLARE
     part record;
@@ -114,7 +117,7 @@ BEGIN
          WHERE i.inhparent = 'prices'::regclass AND c.relname ~ '^prices_\d{4}_\d{2}$'
     LOOP
         EXECUTE format(
-            'ALTER TABLE %I ADD CONSTRAINT %I CHECK (valid_from >= %L AND valid_from < %L)',
+            'ALTER TABLE %I ADD CONSTRAINT %I CHECK (valid_from >= %L AND valid_from < %L) NOT VALID',
             part.name, part.name || '_bounds', part.m AT TIME ZONE 'UTC',
             (part.m + interval '1 month') AT TIME ZONE 'UTC');
     END LOOP;

@@ -270,3 +270,18 @@ async def test_a_dry_run_says_what_would_move_and_changes_nothing(
     assert (planned.price_lists, planned.prices, planned.rows_attached, planned.rows_moved,
             planned.partitions_attached) == (done.price_lists, done.prices, done.rows_attached, done.rows_moved,
                                              done.partitions_attached) == (2, 10, 5, 5, ["prices_archive_2024_01"])
+
+
+async def test_a_month_older_than_the_migration_is_validated_before_it_is_detached(
+    db: asyncpg.Connection, empty_catalog: PostgresBackend
+) -> None:
+    """Months that existed before 0006 carry their bounds NOT VALID; the archive validates
+    January's before detaching it, so that ATTACH can skip its scan."""
+    await two_suppliers(db)
+    await db.execute("ALTER TABLE prices_2024_01 DROP CONSTRAINT prices_2024_01_bounds")
+    await db.execute("ALTER TABLE prices_2024_01 ADD CONSTRAINT prices_2024_01_bounds "
+                     "CHECK (valid_from >= '2024-01-01+00' AND valid_from < '2024-02-01+00') NOT VALID")
+    result = await archive_price_lists(empty_catalog, LATER)
+    assert result.partitions_attached == ["prices_archive_2024_01"]
+    assert await db.fetchval("SELECT convalidated FROM pg_constraint WHERE conname = 'prices_2024_01_bounds' "
+                             "AND conrelid = 'prices_archive_2024_01'::regclass")

@@ -94,6 +94,8 @@ async def test_price_months_get_their_bounds_whether_made_before_or_after_the_ar
             "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
             "WHERE conname LIKE 'prices\\_%\\_bounds'"))
         assert set(checks) == {"prices_2023_12", "prices_2031_05"}
+        # The month that existed gets it NOT VALID (no scan at start-up); a new month, valid.
+        assert checks["prices_2023_12"].endswith("NOT VALID") and not checks["prices_2031_05"].endswith("NOT VALID")
         assert "2023-12-01" in checks["prices_2023_12"] and "2024-01-01" in checks["prices_2023_12"]
         assert "2031-05-01" in checks["prices_2031_05"] and "2031-06-01" in checks["prices_2031_05"]
     finally:
