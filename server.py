@@ -425,6 +425,33 @@ def _command_reindex(settings: Settings, args: argparse.Namespace) -> None:
     print(f"reindexed: {documents} text documents, {points} vectors in {time.perf_counter() - started:.1f} s")
 
 
+def _command_archive(settings: Settings, args: argparse.Namespace) -> None:
+    from backends import audit
+    from backends.archive import archive_price_lists
+
+    async def run() -> Any:
+        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+        async with pg:
+            async with pg.pool.acquire() as conn:
+                await apply_migrations(conn)
+            variables = {"before": args.before.isoformat()}
+            try:
+                result = await archive_price_lists(pg, args.before, lock_timeout_s=args.lock_timeout,
+                                                   dry_run=args.dry_run)
+            except Exception as exc:
+                await audit.record(pg, "archivePriceLists", variables, "error", {"error": str(exc)}, actor="cli")
+                raise
+            if not args.dry_run:  # a dry run changes nothing, so it leaves no audit row either
+                await audit.record(pg, "archivePriceLists", variables, "ok", {"priceLists": result.price_lists,
+                                   "prices": result.prices, "partitions": result.partitions_attached}, actor="cli")
+            return result
+
+    result = asyncio.run(run())
+    print(f"{'would archive' if args.dry_run else 'archived'} {result.price_lists} price list(s), {result.prices} prices: {result.rows_attached} in "
+          f"{len(result.partitions_attached)} attached month(s) ({', '.join(result.partitions_attached) or 'none'}), "
+          f"{result.rows_moved} moved row by row; {result.seconds:.2f} s")
+
+
 def _datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -458,6 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser("reindex", help="rebuild the search indexes (text documents and vectors) from PostgreSQL")
     reindex.add_argument("--text-only", action="store_true", help="rebuild the text documents only")
     reindex.add_argument("--quiet", action="store_true", help="no progress bar")
+    archive = sub.add_parser(
+        "archive", help="move price lists superseded before a date, and their prices, to the archive",
+        description="Marks SUPERSEDED price lists superseded before --before ARCHIVED and moves their prices from "
+                    "prices to prices_archive in one transaction: whole months by DETACH/ATTACH PARTITION, "
+                    "shared months row by row. priceHistory still returns them. Running it twice changes nothing.")
+    archive.add_argument("--before", type=_datetime, required=True,
+                         help="archive lists superseded before this ISO date or date-time (UTC unless it says)")
+    archive.add_argument("--lock-timeout", type=float, default=5.0,
+                         help="seconds to wait for the lock a DETACH needs before moving that month's rows "
+                              "instead (default 5)")
+    archive.add_argument("--dry-run", action="store_true",
+                         help="say what would be archived and how (attached months, rows moved), change nothing")
     return parser
 
 
@@ -469,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "serve" and args.command is None:
         args = build_parser().parse_args(["serve"])
     commands = {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed, "import": _command_import,
-                "reindex": _command_reindex}
+                "reindex": _command_reindex, "archive": _command_archive}
     commands[command](settings, args)
 
 

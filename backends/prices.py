@@ -22,7 +22,7 @@ SUPPLIER_COMPANION = "sp.name AS supplier_name"
 SUPPLIER_JOIN = "LEFT JOIN suppliers sp ON sp.id = {p}.supplier_id"
 PRICE_LIST_COLUMNS = (
     "pl.id, pl.supplier_id, pl.version, pl.status, pl.filename, pl.checksum, pl.uploaded_at, "
-    "pl.effective_at, pl.row_count, pl.rejected_count"
+    "pl.effective_at, pl.row_count, pl.rejected_count, pl.archived_at"
 )
 
 
@@ -66,7 +66,7 @@ class PriceReader:
         sql = (
             f"SELECT s.material_id AS scope_id, h.*, {SUPPLIER_COMPANION} "
             "FROM unnest($1::bigint[]) WITH ORDINALITY AS s(material_id, ord) "
-            f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.valid_from AS sort_key FROM prices p "
+            f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.valid_from AS sort_key FROM price_history p "
             f"WHERE {' AND '.join(where)} ORDER BY p.valid_from DESC, p.id DESC LIMIT {limit}) h "
             f"{SUPPLIER_JOIN.format(p='h')} ORDER BY s.ord, h.valid_from DESC, h.id DESC"
         )
@@ -86,7 +86,7 @@ class PriceReader:
         limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         sql = (
             "SELECT pl.id AS scope_id, h.* FROM price_lists pl "
-            f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.id AS sort_key FROM prices p "
+            f"CROSS JOIN LATERAL (SELECT {PRICE_COLUMNS}, p.id AS sort_key FROM price_history p "
             f"WHERE {' AND '.join(where)} ORDER BY p.id LIMIT {limit}) h "
             "WHERE pl.id = ANY($1::bigint[])"
         )

@@ -70,6 +70,7 @@ class SearchOutcome:
     degraded: bool
     took_ms: float
     terms: list[str] = field(default_factory=list)
+    corrected: str | None = None  # the query with misspelt words corrected, when the text side also searched that
 
 
 def query_terms(text: str) -> list[str]:
@@ -123,10 +124,67 @@ def rrf(sides: Sequence[tuple[list[tuple[int, float]], float]], k: float) -> dic
     return fused
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions counted as one edit ("teh" -> "the")."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def best_correction(word: str, candidates: Sequence[tuple[str, int]]) -> str | None:
+    """The vocabulary word `word` most likely misspells: fewest edits (one for words of up to
+    five letters, two above), then the most common; None when no candidate is that close."""
+    allowed = 1 if len(word) <= 5 else 2
+    best: tuple[int, int, str] | None = None
+    for candidate, ndoc in candidates:
+        distance = edit_distance(word, candidate)
+        if 0 < distance <= allowed and (best is None or (distance, -ndoc, candidate) < best):
+            best = (distance, -ndoc, candidate)
+    return best[2] if best else None
+
+
+# For each query word the vocabulary does not hold, the words that share enough trigrams with it.
+_CORRECTIONS_SQL = """
+SELECT w.word AS asked, c.word, c.ndoc
+FROM unnest($1::text[]) AS w(word)
+CROSS JOIN LATERAL (
+    SELECT s.word, s.ndoc FROM search_words s
+    WHERE s.word % w.word AND NOT EXISTS (SELECT 1 FROM search_words k WHERE k.word = w.word)
+    ORDER BY similarity(s.word, w.word) DESC, s.ndoc DESC LIMIT 12
+) c
+"""
+CORRECTABLE = re.compile(r"[^\W\d_]{4,}", re.UNICODE)  # words of letters only, four or more
+
+
+async def corrected_query(conn: Any, query: str) -> str | None:
+    """`query` (normalised) with each word that no material name holds replaced by its likely
+    spelling ("infared grills" -> "infrared grills", "цемнт" -> "цемент"); None when nothing
+    was replaced. One round trip; words the vocabulary knows cost nothing more."""
+    normalised = normalise_query(query)
+    words = list(dict.fromkeys(CORRECTABLE.findall(normalised)))[:8]
+    if not words:
+        return None
+    candidates: dict[str, list[tuple[str, int]]] = {}
+    for r in await conn.fetch(_CORRECTIONS_SQL, words):
+        candidates.setdefault(r["asked"], []).append((r["word"], r["ndoc"]))
+    replaced = {w: c for w in words if (c := best_correction(w, candidates.get(w, ())))}
+    if not replaced:
+        return None
+    return CORRECTABLE.sub(lambda m: replaced.get(m.group(0), m.group(0)), normalised)
+
+
 # {src}: `material_search s` alone when the search has no filter (liveness is checked when the
 # hits become materials), else joined to `materials m` for the filter's conditions.
 _TEXT_SQL = """
-WITH q AS (SELECT search_tsquery({groups}, true) AS every, search_tsquery({groups}, false) AS any),
+WITH q AS (SELECT {every} AS every, {any} AS any),
 every_word AS MATERIALIZED (
     SELECT s.material_id AS id, 1.0 + ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1)::float8 AS score
     FROM q, (
@@ -223,21 +281,31 @@ class SearchService:
     # -- the two sides ------------------------------------------------------------------
 
     async def text_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
+        return (await self._text(query, spec, limit))[0]
+
+    async def _text(self, query: str, spec: MaterialFilterSpec,
+                    limit: int) -> tuple[list[tuple[int, float]], str | None]:
+        """The text side's hits, and the query with misspelt words corrected (None when none were)."""
         raw = query.strip()
         if not raw:
-            return []
+            return [], None
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
-        params = SqlParams()
-        groups = params.add(raw)
-        # The SKU branches always read `materials m`; the word branches only with a filter.
-        where = " AND ".join(_filter_conditions(spec, params)) if filtered else "true"
-        sql = _TEXT_SQL.format(
-            groups=groups, raw=params.add(raw), prefix_low=params.add(raw),
-            prefix_high=params.add(prefix_successor(raw)), where=where, src=src, limit=int(limit),
-            cap=RANK_CAP,
-        )
         async with self.pg.pool.acquire() as conn:
+            corrected = await corrected_query(conn, raw)
+            params = SqlParams()
+            asked = params.add(raw)
+            # The words as written or as corrected: a correction adds matches, never removes any.
+            variants = [asked] + ([params.add(corrected)] if corrected else [])
+            every = " || ".join(f"search_tsquery({v}, true)" for v in variants)
+            any_ = " || ".join(f"search_tsquery({v}, false)" for v in variants)
+            # The SKU branches always read `materials m`; the word branches only with a filter.
+            where = " AND ".join(_filter_conditions(spec, params)) if filtered else "true"
+            sql = _TEXT_SQL.format(
+                every=every, any=any_, raw=asked, prefix_low=asked,
+                prefix_high=params.add(prefix_successor(raw)), where=where, src=src, limit=int(limit),
+                cap=RANK_CAP,
+            )
             rows = await conn.fetch(sql, *params.values)
             hits = [(r["id"], float(r["score"])) for r in rows]
             raw_lower = " ".join(_SPLIT.findall(normalise_query(raw)))
@@ -249,7 +317,7 @@ class SearchService:
                 seen = {i for i, _ in hits}
                 hits += [(r["id"], float(r["score"])) for r in await fetch_with_custom_plan(conn, typo_sql, params.values)
                          if r["id"] not in seen]
-        return hits[:limit]
+        return hits[:limit], corrected
 
     async def text_scores(self, query: str, ids: Sequence[int]) -> dict[int, float]:
         """The text side's score of given materials (1 + rank with every word, rank with some, else 0)."""
@@ -315,13 +383,14 @@ class SearchService:
             self.popular[normalised] += 1
         text: list[tuple[int, float]] | None = None
         vector: list[tuple[int, float]] | None = None
+        corrected: str | None = None
         failures: list[str] = []
 
         async def run(side: str) -> None:
-            nonlocal text, vector
+            nonlocal text, vector, corrected
             try:
                 if side == "text":
-                    text = await asyncio.wait_for(self.text_side(query, spec, depth), tuning.text_timeout)
+                    text, corrected = await asyncio.wait_for(self._text(query, spec, depth), tuning.text_timeout)
                 else:
                     vector = await asyncio.wait_for(self.vector_side(query, spec, depth), tuning.vector_timeout)
             except asyncio.CancelledError:
@@ -340,8 +409,10 @@ class SearchService:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
         hits = self._fuse(text, vector)
+        if corrected:
+            terms += [t for t in query_terms(corrected) if t not in terms]
         return SearchOutcome(hits=hits, mode=mode, degraded=degraded,
-                             took_ms=(time.perf_counter() - started) * 1000, terms=terms)
+                             took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None) -> list[Hit]:
         text_scores = dict(text or ())

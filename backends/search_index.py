@@ -67,6 +67,15 @@ _DOCUMENTS = """
     ON CONFLICT (material_id) DO UPDATE SET name_norm = excluded.name_norm, document = excluded.document
 """
 
+# Words (letters only, three or more) of the documents' names, counted into the vocabulary.
+_WORDS = """
+    INSERT INTO search_words (word, ndoc)
+    SELECT u.lexeme, count(*) FROM material_search s, unnest(to_tsvector('simple', s.name_norm)) u
+    WHERE u.lexeme ~ '^[[:alpha:]]{{3,}}$' {where}
+    GROUP BY u.lexeme
+    ON CONFLICT (word) DO UPDATE SET ndoc = search_words.ndoc + excluded.ndoc
+"""
+
 
 class TextIndexer:
     """`material_search` from the outbox: documents of created/updated materials, deletions."""
@@ -81,13 +90,14 @@ class TextIndexer:
         async with self.pg.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('search-index:text'))")
             last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM events")
-            await conn.execute("TRUNCATE material_search")
+            await conn.execute("TRUNCATE material_search, search_words")
             await conn.execute(_DOCUMENTS.format(where=""))
+            await conn.execute(_WORDS.format(where=""))
             count = await conn.fetchval("SELECT count(*) FROM material_search")
             await _set_cursor(conn, self.consumer, last, {"documents": count})
         # Fresh statistics, or the planner guesses at the new table (seconds-long plans at 40k rows).
         async with self.pg.pool.acquire() as conn:
-            await conn.execute("ANALYZE material_search")
+            await conn.execute("ANALYZE material_search, search_words")
         return int(count)
 
     async def run_once(self) -> int:
@@ -105,6 +115,7 @@ class TextIndexer:
                 if ids:
                     await conn.execute("DELETE FROM material_search WHERE material_id = ANY($1::bigint[])", ids)
                     await conn.execute(_DOCUMENTS.format(where="AND m.id = ANY($1::bigint[])"), ids)
+                    await conn.execute(_WORDS.format(where="AND s.material_id = ANY($1::bigint[])"), ids)
                 await _set_cursor(conn, self.consumer, last, {"applied": len(ids)})
                 return last - cursor
         await self.rebuild()

@@ -48,6 +48,7 @@ class SearchPage:
     mode: str
     degraded: bool
     took_ms: float
+    corrected_query: str | None = None
 
 
 def service(ctx: Context) -> SearchService:
@@ -127,7 +128,7 @@ async def search(ctx: Context, query: str, flt: Any | None, mode: str, first: in
         cursors=[_cursor(key, start + i) for i in range(len(resolved))],
         has_next_page=len(outcome.hits) > start + size,
         has_previous_page=start > 0,
-        mode=mode, degraded=outcome.degraded, took_ms=outcome.took_ms,
+        mode=mode, degraded=outcome.degraded, took_ms=outcome.took_ms, corrected_query=outcome.corrected,
     )
 
 

@@ -18,6 +18,7 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from backends import audit, writes
+from backends.archive import ArchiveResult, archive_price_lists
 from backends.imports import SupplierNotFound, import_price_list
 from backends.pricefile import PriceFileError
 from backends.writes import UNSET, MaterialValues, Problem
@@ -106,6 +107,22 @@ class ImportPriceListPayload:
     price_list: PriceList | None
     duplicate: bool
     errors: list[UserError]
+
+
+@strawberry.type(description="What one archivePriceListsReport call archived.")
+class ArchivePriceListsPayload:
+    price_lists: int = strawberry.field(description="Lists whose prices moved to the archive in this call.")
+    prices: int = strawberry.field(description="Price rows those lists had; priceHistory still returns them.")
+    rows_moved: int = strawberry.field(description="Of those, rows copied one by one (months shared with live lists).")
+    rows_attached: int = strawberry.field(description="Of those, rows in whole months detached and attached as they were.")
+    partitions_attached: list[str] = strawberry.field(description="The archive partitions those months became.")
+    errors: list[UserError]
+
+
+async def _archive(info: strawberry.Info[Context, None], before: datetime) -> ArchiveResult:
+    if before.tzinfo is None:
+        raise InvalidArgument(["before"], "needs a time zone (e.g. 2024-01-01T00:00:00Z)")
+    return await archive_price_lists(info.context.catalog.pg, before)
 
 
 def _given(value: Any) -> Any:
@@ -237,9 +254,20 @@ class Mutation:
     @strawberry.mutation(description="Moves price lists superseded before the date to the archive; returns how many.")
     @audited("archivePriceLists")
     async def archive_price_lists(self, info: strawberry.Info[Context, None], before: datetime) -> int:
-        if before.tzinfo is None:
-            raise InvalidArgument(["before"], "needs a time zone (e.g. 2024-01-01T00:00:00Z)")
-        status = await info.context.catalog.pg.execute(
-            "UPDATE price_lists SET status = 'ARCHIVED' WHERE status = 'SUPERSEDED' AND superseded_at < $1", before)
-        return int(status.split()[-1])
+        return (await _archive(info, before)).price_lists
 
+    @strawberry.mutation(description="archivePriceLists, answered with what moved: lists, price rows, partitions. "
+                                     "One transaction; a second call with the same date changes nothing.")
+    @audited("archivePriceListsReport")
+    async def archive_price_lists_report(
+        self, info: strawberry.Info[Context, None], before: datetime
+    ) -> ArchivePriceListsPayload:
+        try:
+            result = await _archive(info, before)
+        except InvalidArgument as exc:
+            return ArchivePriceListsPayload(price_lists=0, prices=0, rows_moved=0, rows_attached=0,
+                                            partitions_attached=[], errors=[
+                                                UserError(field=["before"], message=str(exc), code=ErrorCode.VALIDATION)])
+        return ArchivePriceListsPayload(price_lists=result.price_lists, prices=result.prices,
+                                        rows_moved=result.rows_moved, rows_attached=result.rows_attached,
+                                        partitions_attached=result.partitions_attached, errors=[])

@@ -126,6 +126,8 @@ class PriceList(Node):
     effective_at: datetime
     row_count: int
     rejected_count: int
+    archived_at: datetime | None = strawberry.field(
+        description="When its prices moved to the archive (archivePriceLists); null while they are in prices.")
     pk: strawberry.Private[int]
     supplier_id: strawberry.Private[int]
     prefetched: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -144,6 +146,7 @@ class PriceList(Node):
             effective_at=row["effective_at"],
             row_count=row["row_count"],
             rejected_count=row["rejected_count"],
+            archived_at=row["archived_at"],
             pk=row["id"],
             supplier_id=row["supplier_id"],
         )

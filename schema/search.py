@@ -44,6 +44,11 @@ class SearchResult:
     degraded: bool = strawberry.field(
         description="True when a backend was unavailable and the results come from the other one alone.")
     took_ms: float
+    corrected_query: str | None = strawberry.field(
+        default=None,
+        description="The query with misspelt words corrected (\"infared grill\" -> \"infrared grill\"), when "
+                    "the text side searched for it as well as for the words as written; null when no word "
+                    "needed correcting.")
 
 
 async def hits_of(info: strawberry.Info[Context, None], hits: list[search_resolvers.ResolvedHit],
@@ -64,4 +69,5 @@ async def search_result(info: strawberry.Info[Context, None], page: search_resol
                            start_cursor=page.cursors[0] if page.cursors else None,
                            end_cursor=page.cursors[-1] if page.cursors else None),
         mode=SearchMode(page.mode), degraded=page.degraded, took_ms=round(page.took_ms, 3),
+        corrected_query=page.corrected_query,
     )

@@ -25,7 +25,7 @@ from backends.migrator import apply_migrations
 from backends.postgres import PostgresBackend
 
 DATA_TABLES = (
-    "material_search, search_queries, index_cursors, events, audit_log, current_prices, prices, price_list_rejected_rows, price_lists, materials, suppliers, categories"
+    "material_search, search_words, search_queries, index_cursors, events, audit_log, current_prices, prices, prices_archive, price_list_rejected_rows, price_lists, materials, suppliers, categories"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +23,33 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_subcommand_has_help() -> None:
     top = run_cli("--help")
     assert top.returncode == 0
-    for command in ("serve", "migrate", "seed", "import", "reindex"):
+    for command in ("serve", "migrate", "seed", "import", "reindex", "archive"):
         assert command in top.stdout
         sub = run_cli(command, "--help")
         assert sub.returncode == 0 and "usage:" in sub.stdout, sub.stderr
+
+
+async def test_archive_command_moves_old_lists_and_says_what_it_did(database_url: str, conn: asyncpg.Connection) -> None:
+    from tests.backends.test_archive import LATER, drop_archive_partitions, two_suppliers
+
+    await drop_archive_partitions(conn)
+    await two_suppliers(conn)
+    env = {**os.environ, "DATABASE_URL": database_url}
+    command = [sys.executable, "server.py", "archive", "--before", LATER.date().isoformat()]
+    dry = await asyncio.to_thread(subprocess.run, [*command, "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=120)
+    assert "would archive 2 price list(s), 10 prices: 5 in 1 attached month(s)" in dry.stdout, dry.stderr
+    assert await conn.fetchval("SELECT count(*) FROM prices_archive") == 0
+    done = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "archived 2 price list(s), 10 prices: 5 in 1 attached month(s) (prices_archive_2024_01), 5 moved" in done.stdout
+    assert await conn.fetchval("SELECT count(*) FROM prices_archive") == 10
+    audit = await conn.fetchrow("SELECT actor, outcome, detail FROM audit_log WHERE operation = 'archivePriceLists'")
+    assert (audit["actor"], audit["outcome"], audit["detail"]["prices"]) == ("cli", "ok", 10)
+    again = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                   timeout=120)
+    assert "archived 0 price list(s), 0 prices" in again.stdout
 
 
 def test_bad_setting_is_named() -> None:

@@ -74,3 +74,29 @@ async def test_price_partitions_are_monthly_in_utc(pg) -> None:
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'prices'::regclass")}
     assert {"prices_2023_01", "prices_2023_02", "prices_2023_03"} <= names
+
+
+async def test_price_months_get_their_bounds_whether_made_before_or_after_the_archive_migration(
+    scratch_url: str, tmp_path: Path
+) -> None:
+    """0006 puts each month's bounds on it as a CHECK (months that existed, and the ones
+    ensure_price_partitions() makes afterwards): ATTACH into the archive then skips its scan."""
+    for migration in discover():
+        if migration.version < "0006":
+            (tmp_path / migration.path.name).write_bytes(migration.path.read_bytes())
+    conn = await asyncpg.connect(scratch_url)
+    try:
+        await apply_migrations(conn, tmp_path)
+        await conn.execute("SELECT ensure_price_partitions('2023-12-10+00', '2023-12-10+00')")
+        assert "0006_price_archive" in await apply_migrations(conn)
+        await conn.execute("SELECT ensure_price_partitions('2031-05-10+00', '2031-05-10+00')")
+        checks = dict(await conn.fetch(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname LIKE 'prices\\_%\\_bounds'"))
+        assert set(checks) == {"prices_2023_12", "prices_2031_05"}
+        # The month that existed gets it NOT VALID (no scan at start-up); a new month, valid.
+        assert checks["prices_2023_12"].endswith("NOT VALID") and not checks["prices_2031_05"].endswith("NOT VALID")
+        assert "2023-12-01" in checks["prices_2023_12"] and "2024-01-01" in checks["prices_2023_12"]
+        assert "2031-05-01" in checks["prices_2031_05"] and "2031-06-01" in checks["prices_2031_05"]
+    finally:
+        await conn.close()

@@ -22,6 +22,10 @@ async def _documents(conn: asyncpg.Connection) -> dict[int, str]:
     return {r["material_id"]: r["name_norm"] for r in await conn.fetch("SELECT material_id, name_norm FROM material_search")}
 
 
+async def _words(conn: asyncpg.Connection) -> dict[str, int]:
+    return {r["word"]: r["ndoc"] for r in await conn.fetch("SELECT word, ndoc FROM search_words")}
+
+
 async def test_text_and_vector_indexes_follow_writes(empty_catalog: PostgresBackend, conn: asyncpg.Connection) -> None:
     text = TextIndexer(empty_catalog)
     embedder = HashEmbedder(64)
@@ -38,6 +42,8 @@ async def test_text_and_vector_indexes_follow_writes(empty_catalog: PostgresBack
     assert await text.run_once() > 0 and await vectors.run_once() > 0
     assert (await _documents(conn)) == {a: "цемент м 500 д 0", b: "арматура а 500 с 12 мм"}
     assert await index.count() == 2
+    # The vocabulary that corrects misspelt queries: the names' words of letters, three or more.
+    assert await _words(conn) == {"цемент": 1, "арматура": 1}
     # Nothing new: nothing to do.
     assert await text.run_once() == 0 and await vectors.run_once() == 0
 
@@ -47,6 +53,11 @@ async def test_text_and_vector_indexes_follow_writes(empty_catalog: PostgresBack
     await vectors.run_once()
     assert (await _documents(conn)) == {a: "цемент белый м 600"}
     assert await index.count() == 1
+    # Counts only grow between rebuilds (correction only adds matches, so that is harmless) ...
+    assert await _words(conn) == {"цемент": 2, "арматура": 1, "белый": 1}
+    # ... and a rebuild counts afresh.
+    await text.rebuild()
+    assert await _words(conn) == {"цемент": 1, "белый": 1}
     hits = await index.search(await embedder.query("цемент белый"), VectorFilter(), 5)
     assert [h[0] for h in hits] == [a]
     await index.close()

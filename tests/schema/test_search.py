@@ -30,7 +30,7 @@ query($q: String!, $mode: SearchMode, $filter: MaterialFilter, $first: Int, $aft
   search(query: $q, mode: $mode, filter: $filter, first: $first, after: $after) {{
     edges {{ cursor node {{ {HIT} }} }}
     pageInfo {{ hasNextPage hasPreviousPage endCursor }}
-    mode degraded tookMs
+    mode degraded tookMs correctedQuery
   }}
 }}"""
 
@@ -92,6 +92,11 @@ async def test_russian_queries_find_what_a_buyer_means(client: httpx.AsyncClient
     # A typo: no word matches, trigrams and vectors still find cement.
     typo = await search(client, "цемнт", first=2)
     assert all(n.startswith("Цемент") for n in names(typo)), names(typo)
+    # The text side corrects the word against the names' vocabulary, says so and highlights it.
+    typo = await search(client, "цемнт м500", mode="TEXT", first=1)
+    assert typo["correctedQuery"] == "цемент м500"
+    assert typo["edges"][0]["node"]["highlight"] == "<mark>Цемент</mark> <mark>М500</mark>"
+    assert (await search(client, "цемент м500", mode="TEXT"))["correctedQuery"] is None
     # English finds Russian through the multilingual model (the text side has nothing to match).
     english = await search(client, "cement", first=3)
     assert any(n.startswith("Цемент") for n in names(english)), names(english)
