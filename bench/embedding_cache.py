@@ -7,6 +7,8 @@ server uses (model id + text), never Python's `hash()`.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +34,20 @@ class CachedPassages:
             self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
 
     def save(self) -> None:
+        """Writes the cache, merged with what other processes saved since (two benches may
+        share one model's file: a plain write would drop the other's vectors)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self.vectors)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]) if keys
-                 else np.empty((0, self.dim), dtype=np.float32))
-        tmp.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if self.path.exists():
+                data = np.load(self.path)
+                for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
+                    self.vectors.setdefault(key, vector)
+            keys = list(self.vectors)
+            tmp = self.path.with_name(self.path.stem + f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]) if keys
+                     else np.empty((0, self.dim), dtype=np.float32))
+            tmp.replace(self.path)
 
     async def passages(self, texts: Sequence[str]) -> np.ndarray:
         keys = [stable_key(self.model_id, t) for t in texts]
