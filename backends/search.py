@@ -8,9 +8,16 @@ query (cached) and asks the vector index with the filters it can apply itself; P
 then re-checks every filter and liveness for its hits, so a deleted material or a stale
 payload never leaks into results.
 
-HYBRID fuses the two ranked lists by weighted reciprocal rank (`k`, `text_weight`,
-`vector_weight`; defaults chosen on the relevance dev set, see bench/relevance.py). Each side
-has a timeout; when one fails or is late, the other answers alone with `degraded = True`.
+HYBRID fuses the two sides by score (the default, `fusion="scores"`): every candidate either
+side found gets its cosine similarity to the query (a text-only hit, which lies below the
+vector side's depth, gets the cosine of the vector side's last hit) plus `rank_weight` times
+its full-text rank plus `every_word_bonus` when the name holds every word. The vector side
+reads the text rank of its own hits in the statement that re-checks them, so this costs no
+round trip. `fusion="rrf"` is weighted reciprocal-rank fusion (`k`, `text_weight`,
+`vector_weight`) instead: scale-free, for embedders whose cosines mean something else. The
+defaults were chosen on the relevance dev set (bench/relevance.py, figures in bench/README.md).
+Each side has a timeout; when one fails or is late, the other answers alone with
+`degraded = True`. An exact SKU match always comes first.
 """
 
 from __future__ import annotations
@@ -47,10 +54,14 @@ class SearchUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SearchTuning:
-    k: float = 60.0
-    text_weight: float = 1.0
-    vector_weight: float = 1.0
-    depth: int = 200  # how deep each side reads, and the deepest page the fused list serves
+    fusion: str = "scores"  # or "rrf"
+    rank_weight: float = 1.0  # scores: weight of the full-text rank beside the cosine
+    every_word_bonus: float = 0.02  # scores: for a name that holds every word of the query
+    k: float = 60.0  # rrf
+    text_weight: float = 1.0  # rrf
+    vector_weight: float = 1.0  # rrf
+    depth: int = 200  # how deep the text side reads, and the deepest page the fused list serves
+    vector_depth: int = 300  # how deep the vector side reads (deeper lists found more on the dev set)
     text_timeout: float = 2.0
     vector_timeout: float = 2.0
 
@@ -181,12 +192,35 @@ async def corrected_query(conn: Any, query: str) -> str | None:
     return CORRECTABLE.sub(lambda m: replaced.get(m.group(0), m.group(0)), normalised)
 
 
+SKU_EXACT, SKU_PREFIX = 1000.0, 500.0  # the text side's scores of SKU matches (see _TEXT_SQL)
+
+
+def fuse_scores(text: Sequence[tuple[int, float]], vector: Sequence[tuple[int, float]],
+                vector_text: dict[int, float], rank_weight: float, every_word_bonus: float) -> dict[int, float]:
+    """Score fusion: cosine (the vector side's last cosine for a hit it did not reach) plus
+    `rank_weight` x full-text rank, plus `every_word_bonus` when every word matched.
+
+    Text scores are the text side's (1 + rank with every word, rank with some words, a small
+    trigram similarity for typos; SKU matches above), else what the vector side's re-check
+    read for its own hits."""
+    cosines = dict(vector)
+    floor = vector[-1][1] if vector else 0.0
+    scores = {**vector_text, **dict(text)}
+    fused: dict[int, float] = {}
+    for material_id in scores.keys() | cosines.keys():
+        t = scores.get(material_id, 0.0)
+        rank = 1.0 if t >= SKU_PREFIX else t % 1.0  # an SKU match counts as the best text match
+        fused[material_id] = (cosines.get(material_id, floor) + rank_weight * rank
+                              + (every_word_bonus if t >= 1.0 else 0.0))
+    return fused
+
+
 # {src}: `material_search s` alone when the search has no filter (liveness is checked when the
 # hits become materials), else joined to `materials m` for the filter's conditions.
 _TEXT_SQL = """
 WITH q AS (SELECT {every} AS every, {any} AS any),
 every_word AS MATERIALIZED (
-    SELECT s.material_id AS id, 1.0 + ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1)::float8 AS score
+    SELECT s.material_id AS id, 1.0 + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
         -- Ranking is the cost of a search (~5 us a document): an unspecific query ranks the
         -- first {cap} documents it matches, not all of them.
@@ -196,7 +230,7 @@ every_word AS MATERIALIZED (
 ),
 some_words AS MATERIALIZED (
     -- Documents with some of the words, only read when too few have all of them.
-    SELECT s.material_id AS id, ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1)::float8 AS score
+    SELECT s.material_id AS id, least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
         SELECT s.material_id, s.document FROM q, {src}
         WHERE (SELECT count(*) FROM every_word) < {limit} AND s.document @@ q.any AND NOT s.document @@ q.every
@@ -218,6 +252,10 @@ SELECT id, max(score) AS score, min(branch) AS branch FROM (
     SELECT id, score, 2 FROM some_words
 ) hits GROUP BY id ORDER BY min(branch), max(score) DESC, id LIMIT {limit}
 """
+
+# The text side's score of one document (`s.document`) for query text {q}, as in _TEXT_SQL.
+_TEXT_SCORE = ("(CASE WHEN s.document @@ search_tsquery({q}, true) THEN 1.0 ELSE 0.0 END"
+               " + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, search_tsquery({q}, false), 1), 0.999))")
 
 # Typos, when the words found little: trigram similarity of the whole query to names. Planned
 # for its value (a generic plan cannot use the trigram index for an unknown pattern).
@@ -325,12 +363,8 @@ class SearchService:
             return {}
         async with self.pg.pool.acquire() as conn:
             rows = await conn.fetch(
-                """
-                SELECT s.material_id AS id,
-                       CASE WHEN s.document @@ search_tsquery($1, true) THEN 1.0 ELSE 0.0 END
-                       + ts_rank('{0.05, 0.2, 0.5, 1.0}', s.document, search_tsquery($1, false), 1) AS score
-                FROM material_search s WHERE s.material_id = ANY($2::bigint[])
-                """, query, list(ids))
+                f"SELECT s.material_id AS id, {_TEXT_SCORE.format(q='$1')} AS score "
+                "FROM material_search s WHERE s.material_id = ANY($2::bigint[])", query, list(ids))
         return {r["id"]: float(r["score"]) for r in rows}
 
     async def _vector_filter(self, spec: MaterialFilterSpec) -> VectorFilter:
@@ -347,27 +381,36 @@ class SearchService:
             price_max=float(spec.price_max) if spec.price_max is not None and rub else None,
         )
 
-    async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec) -> set[int]:
-        """Which of `ids` exist, are not deleted and pass every filter, by PostgreSQL."""
+    async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec, query: str | None = None) -> dict[int, float]:
+        """Which of `ids` exist, are not deleted and pass every filter, by PostgreSQL; with
+        `query`, each one's full-text score for it (as `text_scores`), else 0."""
         if not ids:
-            return set()
+            return {}
         params = SqlParams()
         p = params.add(list(ids))
+        score = _TEXT_SCORE.format(q=params.add(query)) if query else "0.0"
         where = " AND ".join(_filter_conditions(spec, params))
+        join = "LEFT JOIN material_search s ON s.material_id = m.id" if query else ""
         async with self.pg.pool.acquire() as conn:
-            rows = await conn.fetch(f"SELECT m.id FROM materials m WHERE m.id = ANY({p}::bigint[]) AND {where}",
-                                    *params.values)
-        return {r["id"] for r in rows}
+            rows = await conn.fetch(
+                f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM materials m {join} "
+                f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
+        return {r["id"]: r["score"] for r in rows}
 
     async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
+        return (await self._vector(query, spec, limit))[0]
+
+    async def _vector(self, query: str, spec: MaterialFilterSpec,
+                      limit: int) -> tuple[list[tuple[int, float]], dict[int, float]]:
+        """The vector side's live hits (id, cosine), and the full-text score of each."""
         if self.embedder is None or self.index is None:
             raise SearchUnavailable("no vector index is configured")
         if not await self.open_vectors():
             raise SearchUnavailable("the vector store is unavailable")
         vector, flt = await asyncio.gather(self.embedder.query(query), self._vector_filter(spec))
         found = await self.index.search(vector, flt, limit)
-        live = await self._live([i for i, _ in found], spec)
-        return [(i, s) for i, s in found if i in live]
+        live = await self._live([i for i, _ in found], spec, query)
+        return [(i, s) for i, s in found if i in live], live
 
     # -- search ---------------------------------------------------------------------------
 
@@ -383,16 +426,18 @@ class SearchService:
             self.popular[normalised] += 1
         text: list[tuple[int, float]] | None = None
         vector: list[tuple[int, float]] | None = None
+        vector_text: dict[int, float] = {}
         corrected: str | None = None
         failures: list[str] = []
 
         async def run(side: str) -> None:
-            nonlocal text, vector, corrected
+            nonlocal text, vector, vector_text, corrected
             try:
                 if side == "text":
                     text, corrected = await asyncio.wait_for(self._text(query, spec, depth), tuning.text_timeout)
                 else:
-                    vector = await asyncio.wait_for(self.vector_side(query, spec, depth), tuning.vector_timeout)
+                    vector, vector_text = await asyncio.wait_for(
+                        self._vector(query, spec, max(depth, tuning.vector_depth)), tuning.vector_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers
@@ -408,13 +453,14 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
-        hits = self._fuse(text, vector)
+        hits = self._fuse(text, vector, vector_text)[:depth]
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
         return SearchOutcome(hits=hits, mode=mode, degraded=degraded,
                              took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
 
-    def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None) -> list[Hit]:
+    def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
+              vector_text: dict[int, float] | None = None) -> list[Hit]:
         text_scores = dict(text or ())
         vector_scores = dict(vector or ())
         if text is not None and vector is None:
@@ -422,10 +468,14 @@ class SearchService:
         elif vector is not None and text is None:
             ranked = [(i, s) for i, s in vector]
         else:
-            fused = rrf([(text or [], self.tuning.text_weight), (vector or [], self.tuning.vector_weight)],
-                        self.tuning.k)
+            tuning = self.tuning
+            if tuning.fusion == "rrf":
+                fused = rrf([(text or [], tuning.text_weight), (vector or [], tuning.vector_weight)], tuning.k)
+            else:
+                fused = fuse_scores(text or [], vector or [], vector_text or {}, tuning.rank_weight,
+                                    tuning.every_word_bonus)
             # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
-            exact = [i for i, s in (text or []) if s >= 1000.0]
+            exact = {i for i, s in (text or []) if s >= SKU_EXACT}
             ranked = sorted(fused.items(), key=lambda kv: (kv[0] not in exact, -kv[1], kv[0]))
         return [Hit(i, s, text_scores.get(i), vector_scores.get(i)) for i, s in ranked]
 
