@@ -244,7 +244,19 @@ async def create_supplier(pg: PostgresBackend, name: Any) -> tuple[asyncpg.Recor
             "INSERT INTO suppliers (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id, name", clean)
         if row is None:
             return None, [Problem(("name",), f'a supplier named "{clean}" exists already', "CONFLICT")]
+        await record_events(conn, [("supplier.created", row["id"], {"supplierId": row["id"], "name": row["name"]})])
         return row, []
+
+
+async def archive_price_lists(pg: PostgresBackend, before: Any) -> int:
+    """Moves price lists superseded before `before` to the archive, with an event for each."""
+    async with pg.transaction() as conn:
+        rows = await conn.fetch(
+            "UPDATE price_lists SET status = 'ARCHIVED' WHERE status = 'SUPERSEDED' AND superseded_at < $1 "
+            "RETURNING id, supplier_id", before)
+        await record_events(conn, [("price_list.archived", r["id"], {"priceListId": r["id"], "supplierId": r["supplier_id"]})
+                                   for r in sorted(rows, key=lambda r: r["id"])])
+        return len(rows)
 
 
 def _named(row: asyncpg.Record) -> dict[str, Any]:
