@@ -30,11 +30,15 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.extensions import ParserCache, ValidationCache
 
+from backends.cache import CacheLimits, CacheView, TwoLevelCache
+from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
-from backends.migrator import apply_migrations, pending_migrations
+from backends.freshness import Freshness
+from backends.migrator import apply_migrations, discover, pending_migrations
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
+from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
 from loaders.registry import RequestLoaders
@@ -99,6 +103,11 @@ class Settings:
     search_text_weight: float = 1.0
     search_vector_weight: float = 1.0
     search_timeout_ms: int = 2000
+    cache: bool = True  # the two-level cache under the DataLoaders (L2 only with REDIS_URL)
+    cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
+    cache_l1_entries: int = 50_000
+    cache_l1_mb: int = 64
+    cache_ttl_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -126,6 +135,11 @@ class Settings:
             search_text_weight=_float(env, "SEARCH_TEXT_WEIGHT", 1.0),
             search_vector_weight=_float(env, "SEARCH_VECTOR_WEIGHT", 1.0),
             search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2000),
+            cache=_flag(env.get("CACHE"), default=True),
+            cache_prefix=env.get("CACHE_PREFIX") or "materials",
+            cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
+            cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
         )
 
     def resolved_database_url(self) -> str:
@@ -197,6 +211,18 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache | None, RedisLink | None]:
+    """The DataLoaders' cache (None with CACHE=off) and its Redis link (None without REDIS_URL)."""
+    redis = RedisLink(settings.redis_url) if settings.redis_url else None
+    if not settings.cache:
+        return None, redis
+    freshness = Freshness(pg, redis, key_prefix=settings.cache_prefix)
+    schema_version = ",".join(m.checksum for m in discover())
+    limits = CacheLimits(l1_entries=settings.cache_l1_entries, l1_bytes=settings.cache_l1_mb * 1024 * 1024,
+                         ttl=settings.cache_ttl_s)
+    return TwoLevelCache(freshness, redis, namespace(settings.cache_prefix, schema_version), limits), redis
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -204,6 +230,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                          max_size=settings.pg_pool_max)
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     search, indexers = build_search(settings, pg)
+    cache, redis = build_cache(settings, pg)
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
@@ -211,14 +238,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(extensions)
 
     def make_context(request: Any, response: Any) -> Context:
+        view = CacheView(cache) if cache is not None else None
         return Context(
             request=request,
             response=response,
-            loaders=RequestLoaders.build(catalog, prices),
+            loaders=RequestLoaders.build(catalog, prices, view),
             catalog=catalog,
             prices=prices,
             max_page_size=settings.max_page_size,
             search=search,
+            cache=view,
         )
 
     assets = find_graphiql_assets()
@@ -245,6 +274,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
+        if redis is not None:
+            await redis.open()
         loop: IndexerLoop | None = None
         try:
             await prepare_database(pg, settings)
@@ -260,6 +291,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
                 await search.index.close()
+            if redis is not None:
+                await redis.close()
             await pg.close()
 
     routes: list[Any] = [
@@ -275,6 +308,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.pg = pg
     app.state.search = search
     app.state.indexers = indexers
+    app.state.cache = cache
     return app
 
 

@@ -7,17 +7,23 @@ from collections.abc import Sequence
 import asyncpg
 from strawberry.dataloader import DataLoader
 
+from backends.cache import CacheView
 from backends.catalog import CatalogReader
 from loaders.base import groups_in_key_order, rows_in_key_order
+from loaders.cached import category_tags, through_cache
 
 
 class CategoryByIdLoader(DataLoader[int, asyncpg.Record | None]):
-    def __init__(self, catalog: CatalogReader) -> None:
+    def __init__(self, catalog: CatalogReader, cache: CacheView | None = None) -> None:
         self.catalog = catalog
+        self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch
         super().__init__(load_fn=self._load)
 
     async def _load(self, ids: Sequence[int]) -> list[asyncpg.Record | None]:
-        return rows_in_key_order(ids, await self.catalog.categories_by_ids(list(ids)), "id")
+        return await through_cache(self.shared, "category", ids, self._read, category_tags)
+
+    async def _read(self, ids: list[int]) -> list[asyncpg.Record | None]:
+        return rows_in_key_order(ids, await self.catalog.categories_by_ids(ids), "id")
 
 
 class CategoriesByParentLoader(DataLoader[int, list[asyncpg.Record]]):

@@ -143,6 +143,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+async def committed(info: strawberry.Info[Context, None]) -> None:
+    """Drops what the write changed from every instance's cache before the mutation answers."""
+    if info.context.cache is not None:
+        await info.context.cache.committed()
+
+
 def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Records every call of the resolver in the audit log: variables, outcome, errors."""
 
@@ -153,6 +159,7 @@ def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
             variables = _plain(kwargs)
             try:
                 result = await resolver(self, info, **kwargs)
+                await committed(info)
             except Exception as exc:
                 await audit.record(pg, operation, variables, "error", {"error": str(exc)})
                 raise
@@ -230,6 +237,7 @@ class Mutation:
         except PriceFileError as exc:
             return ImportPriceListPayload(price_list=None, duplicate=False, errors=[
                 UserError(field=["file"], message=str(exc), code=ErrorCode.VALIDATION)])
+        await committed(info)  # before reading the new list back
         row = await info.context.loaders.price_list_by_id.load(result.price_list_id)
         return ImportPriceListPayload(price_list=PriceList.from_optional_row(row), duplicate=result.duplicate,
                                       errors=[])
@@ -239,7 +247,5 @@ class Mutation:
     async def archive_price_lists(self, info: strawberry.Info[Context, None], before: datetime) -> int:
         if before.tzinfo is None:
             raise InvalidArgument(["before"], "needs a time zone (e.g. 2024-01-01T00:00:00Z)")
-        status = await info.context.catalog.pg.execute(
-            "UPDATE price_lists SET status = 'ARCHIVED' WHERE status = 'SUPERSEDED' AND superseded_at < $1", before)
-        return int(status.split()[-1])
+        return await writes.archive_price_lists(info.context.catalog.pg, before)
 

@@ -8,6 +8,7 @@ catalog truncate it first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -98,16 +99,23 @@ def make_settings(database_url: str, **overrides: Any) -> Any:
     return Settings(**values)
 
 
-@pytest.fixture
-async def client(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def app_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the whole ASGI app (lifespan included) in-process."""
     from server import create_app
 
-    app = create_app(make_settings(database_url))
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
+
+
+@pytest.fixture
+async def client(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process, its cache on (L1 only: no Redis)."""
+    async with app_client(make_settings(database_url)) as http:
+        yield http
 
 
 async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
