@@ -46,6 +46,7 @@ from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
 from middleware.lean_queries import LeanQueries
 from middleware.query_stats import QueryStatsExtension
+from middleware.response_cache import ResponseCache
 from resolvers.context import Context
 from schema import build_schema
 
@@ -108,6 +109,7 @@ class Settings:
     cache_l1_entries: int = 50_000
     cache_l1_mb: int = 64
     cache_ttl_s: float = 300.0
+    response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -140,6 +142,7 @@ class Settings:
             cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
             cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
             cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
+            response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
         )
 
     def resolved_database_url(self) -> str:
@@ -251,7 +254,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     assets = find_graphiql_assets()
-    lean = LeanQueries(schema, make_context, query_stats=settings.debug) if settings.lean_queries else None
+    responses = ResponseCache() if cache is not None and settings.response_cache else None
+    lean = (LeanQueries(schema, make_context, query_stats=settings.debug, responses=responses)
+            if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
 

@@ -98,7 +98,7 @@ class LruTtl:
 
 
 Fetch = Callable[[list[Any]], Awaitable[Sequence[Any]]]
-TagsOf = Callable[[Any, Any], Sequence[str]]
+TagsOf = Callable[[Any, Any], Sequence[str] | None]  # None: the value is not to be kept
 _MISSING = object()
 
 
@@ -160,7 +160,9 @@ class TwoLevelCache:
                 for name, value in zip(missing, values, strict=True):
                     for i in own[name]:
                         results[i] = value
-                    writes.append((name, self._fill(name, keys[own[name][0]], value, tags_of, gen)))
+                    frame = self._fill(name, keys[own[name][0]], value, tags_of, gen)
+                    if frame is not None:
+                        writes.append((name, frame))
                 await self._to_l2(writes)
             for name, future in futures.items():
                 future.set_result(results[own[name][0]])
@@ -203,8 +205,11 @@ class TwoLevelCache:
             LOOKUPS.labels("l2", "miss").inc(len(missing))
         return missing
 
-    def _fill(self, name: str, key: Any, value: Any, tags_of: TagsOf, gen: int) -> tuple[bytes, int]:
-        tags = tuple(tags_of(key, value))
+    def _fill(self, name: str, key: Any, value: Any, tags_of: TagsOf, gen: int) -> tuple[bytes, int] | None:
+        found = tags_of(key, value)
+        if found is None:
+            return None
+        tags = tuple(found)
         ttl = self.limits.ttl if value is not None else self.limits.negative_ttl
         frame = encode_entry(gen, tags, value, self.limits.compress_above)
         # A value read at a generation that an applied event has overtaken is not kept: it
@@ -228,11 +233,20 @@ class TwoLevelCache:
 
 
 class CacheView:
-    """One request's window on the cache: the generation it observed, fetched once, lazily."""
+    """One request's window on the cache: the generation it observed (fetched once, lazily),
+    and the tags of everything the request read (what its response depends on)."""
 
     def __init__(self, cache: TwoLevelCache) -> None:
         self.cache = cache
         self._gen: asyncio.Future[int] | None = None
+        self.tags: set[str] = set()
+        self.cacheable = True  # False once the request read something tags cannot describe
+
+    def note(self, *tags: str) -> None:
+        self.tags.update(tags)
+
+    def not_cacheable(self) -> None:
+        self.cacheable = False
 
     async def generation(self) -> int:
         if self._gen is None:
@@ -240,7 +254,11 @@ class CacheView:
         return await asyncio.shield(self._gen)
 
     async def get_many(self, kind: str, keys: Sequence[Hashable], fetch: Fetch, tags_of: TagsOf) -> list[Any]:
-        return await self.cache.get_many(kind, keys, fetch, tags_of, await self.generation())
+        """Like TwoLevelCache.get_many at this request's generation; notes the values' tags."""
+        values = await self.cache.get_many(kind, keys, fetch, tags_of, await self.generation())
+        for key, value in zip(keys, values, strict=True):
+            self.tags.update(tags_of(key, value) or ())
+        return values
 
     async def committed(self) -> None:
         """A write of this request committed: invalidate everywhere before answering."""

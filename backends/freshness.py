@@ -45,7 +45,7 @@ def tags_of_event(topic: str, entity_id: int | None, supplier_id: Any = None, pr
         if source == "import":  # an import may have created the material's category
             tags.append("list:categories")
     elif topic == "price.changed":
-        tags += [f"material:{entity_id}", "list:materials"]
+        tags += [f"material:{entity_id}", "list:materials", "list:prices"]
         if supplier_id is not None:
             tags.append(f"supplier:{supplier_id}")
         if price_list_id is not None:
@@ -53,7 +53,8 @@ def tags_of_event(topic: str, entity_id: int | None, supplier_id: Any = None, pr
     elif topic == "price_list.imported":
         # Every current price of the supplier now points at the new list, and its older
         # lists were superseded: the supplier's tag covers both.
-        tags += [f"price_list:{entity_id}", f"supplier:{supplier_id}", "list:categories", "list:materials"]
+        tags += [f"price_list:{entity_id}", f"supplier:{supplier_id}", "list:categories", "list:materials",
+                 "list:prices"]  # every row of the file joined its material's history
     elif topic == "price_list.archived":
         tags += [f"price_list:{entity_id}", f"supplier:{supplier_id}"]
     elif topic.startswith("supplier."):

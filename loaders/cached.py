@@ -57,6 +57,10 @@ def category_tags(key: Any, row: Any) -> list[str]:
     return [f"category:{key}", "list:categories"]
 
 
+def category_list_tags(key: Any, rows: Any) -> list[str]:
+    return ["list:categories"]  # categories appear only with imports, which touch this tag
+
+
 def supplier_tags(key: Any, row: Any) -> list[str]:
     return [f"supplier:{key}"] if row is not None else [f"supplier:{key}", "list:suppliers"]
 

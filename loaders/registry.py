@@ -58,7 +58,7 @@ class RequestLoaders:
             materials_by_category=MaterialsByCategoryLoader(catalog, with_material),
             material_count_by_category=MaterialCountByCategoryLoader(catalog),
             category_by_id=category_by_id,
-            categories_by_parent=CategoriesByParentLoader(catalog),
+            categories_by_parent=CategoriesByParentLoader(catalog, cache),
             unit_by_code=unit_by_code,
             unit_code_by_alias=UnitCodeByAliasLoader(catalog),
             supplier_by_id=supplier_by_id,

@@ -24,3 +24,8 @@ class Context:
     max_page_size: int = 100
     search: SearchService | None = None
     cache: CacheView | None = None  # None: every read goes to PostgreSQL
+
+    def depends_on(self, *tags: str) -> None:
+        """Records what a read outside the cached loaders depended on (the response cache's tags)."""
+        if self.cache is not None:
+            self.cache.note(*tags)

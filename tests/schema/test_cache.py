@@ -35,9 +35,20 @@ async def redis_prefix() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def cached(database_url: str, empty_catalog: object, redis_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with both cache levels (Redis under a prefix of this test's own)."""
-    async with app_client(make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix)) as http:
+async def rows_cached(database_url: str, empty_catalog: object, redis_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with both cache levels under the loaders (Redis under a prefix of this test's own)."""
+    settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix, response_cache=False)
+    async with app_client(settings) as http:
+        yield http
+
+
+@pytest.fixture(params=["rows", "rows+responses"])
+async def cached(request: pytest.FixtureRequest, database_url: str, empty_catalog: object,
+                 redis_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The loaders' cache alone, then with the response cache too."""
+    settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix,
+                             response_cache=request.param == "rows+responses")
+    async with app_client(settings) as http:
         yield http
 
 
@@ -49,23 +60,26 @@ async def _material(conn: asyncpg.Connection) -> tuple[int, int, int]:
     return mid, supplier, cat
 
 
-async def test_a_hot_material_read_costs_no_sql_round_trip(cached: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+async def test_a_hot_material_read_costs_no_sql_round_trip(
+    rows_cached: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
     mid, _, _ = await _material(conn)
     variables = {"id": to_global_id("Material", mid)}
-    cold = await gql(cached, MATERIAL, variables)
-    hot = await gql(cached, MATERIAL, variables)
+    cold = await gql(rows_cached, MATERIAL, variables)
+    hot = await gql(rows_cached, MATERIAL, variables)
     assert hot["data"] == cold["data"] and cold["data"]["material"]["currentPrices"][0]["unitPrice"] == "380.00"
     assert cold["extensions"]["queryStats"]["sqlRoundTrips"] >= 2
     assert hot["extensions"]["queryStats"]["sqlRoundTrips"] == 0
 
 
 async def test_a_new_instance_is_served_from_redis(
-    cached: httpx.AsyncClient, conn: asyncpg.Connection, database_url: str, redis_prefix: str
+    rows_cached: httpx.AsyncClient, conn: asyncpg.Connection, database_url: str, redis_prefix: str
 ) -> None:
     mid, _, _ = await _material(conn)
     variables = {"id": to_global_id("Material", mid)}
-    first = await gql(cached, MATERIAL, variables)
-    async with app_client(make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix)) as other:
+    first = await gql(rows_cached, MATERIAL, variables)
+    settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix, response_cache=False)
+    async with app_client(settings) as other:
         # A new instance reads the recent outbox once, on its first cached read.
         await gql(other, "query($id: ID!) { material(id: $id) { unit { code } } }", {"id": to_global_id("Material", 0)})
         second = await gql(other, MATERIAL, variables)
