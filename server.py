@@ -226,6 +226,19 @@ def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache 
     return TwoLevelCache(freshness, redis, namespace(settings.cache_prefix, schema_version), limits), redis
 
 
+async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
+    """After a write outside the server (a command): tell the serving instances, through Redis,
+    before the command returns, that the outbox moved (backends.freshness)."""
+    if not (settings.cache and settings.redis_url):
+        return
+    link = await RedisLink(settings.redis_url, timeout=2.0).open()
+    try:
+        gen = await Freshness(pg, link, key_prefix=settings.cache_prefix).committed()
+        log.info("published cache generation %d", gen)
+    finally:
+        await link.close()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -415,9 +428,12 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
                 supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
             bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
             try:
-                return await import_price_list(pg, supplier, path, effective_at=args.effective_at, progress=bar.update)
+                result = await import_price_list(pg, supplier, path, effective_at=args.effective_at,
+                                                 progress=bar.update)
             finally:
                 bar.close()
+            await publish_generation(settings, pg)
+            return result
 
     try:
         result = asyncio.run(run())

@@ -19,6 +19,7 @@ from tests.catalog_fixtures import JAN, insert_category, insert_material, insert
 from tests.conftest import app_client, gql, gql_data, make_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "supplier-samples"
+REPO = Path(__file__).resolve().parents[2]
 MATERIAL = """query($id: ID!) { material(id: $id) { name sku category { name } unit { code }
   currentPrices { unitPrice supplier { name } priceList { version status } } } }"""
 
@@ -143,3 +144,32 @@ async def test_imports_and_archiving_drop_prices_and_price_lists(
     assert (await gql_data(cached, status, {"id": to_global_id("PriceList", v1)}))["priceList"]["status"] == "ARCHIVED"
     listed = await gql_data(cached, query, {"id": to_global_id("Supplier", supplier)})
     assert [e["node"]["status"] for e in listed["node"]["priceLists"]["edges"]] == ["ACTIVE", "ARCHIVED"]
+
+
+async def test_an_import_from_the_command_line_is_seen_at_once(
+    cached: httpx.AsyncClient, conn: asyncpg.Connection, database_url: str, redis_prefix: str
+) -> None:
+    import asyncio
+    import os
+    import sys
+
+    await insert_supplier(conn, "ЗАО «Архив»")
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": SHARED_REDIS, "CACHE_PREFIX": redis_prefix,
+           "SEED_DEMO": "0"}
+
+    async def cli_import(version: int) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "server.py", "import", str(SAMPLES / f"test_price_v{version}.csv"), "--supplier",
+            "ЗАО «Архив»", "--quiet", cwd=REPO, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
+
+    await cli_import(1)
+    cement = await conn.fetchval("SELECT id FROM materials WHERE name = 'Цемент М400'")
+    prices = "query($id: ID!) { material(id: $id) { currentPrices { priceList { version } } } }"
+    variables = {"id": to_global_id("Material", cement)}
+    for _ in range(2):  # hot now
+        assert (await gql_data(cached, prices, variables))["material"]["currentPrices"] == [{"priceList": {"version": 1}}]
+    await cli_import(2)
+    assert (await gql_data(cached, prices, variables))["material"]["currentPrices"] == [{"priceList": {"version": 2}}]
