@@ -159,7 +159,8 @@ def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
             variables = _plain(kwargs)
             try:
                 result = await resolver(self, info, **kwargs)
-                await committed(info)
+                if not getattr(result, "errors", None):  # a refused write wrote nothing
+                    await committed(info)
             except Exception as exc:
                 await audit.record(pg, operation, variables, "error", {"error": str(exc)})
                 raise
