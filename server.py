@@ -36,6 +36,7 @@ from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
 from backends.freshness import Freshness
 from backends.migrator import apply_migrations, discover, pending_migrations
+from backends.outbox_listener import OutboxListener
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
 from backends.redis_link import RedisLink
@@ -295,8 +296,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if redis is not None:
             await redis.open()
         loop: IndexerLoop | None = None
+        listener: OutboxListener | None = None
         try:
             await prepare_database(pg, settings)
+            if cache is not None:
+                listener = OutboxListener(pg.dsn, cache.freshness)
+                listener.start()
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -305,6 +310,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             gc.unfreeze()
+            if listener is not None:
+                await listener.stop()
             if loop is not None:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
@@ -327,6 +334,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.search = search
     app.state.indexers = indexers
     app.state.cache = cache
+    app.state.redis = redis
     return app
 
 
