@@ -99,8 +99,10 @@ class Freshness:
         if gen is None:
             gen = int(await self.pg.fetchval(LATEST_EVENT))
             await self._publish(gen)
-        if self.applied is None or gen != self.applied:
+        if self.applied is None or gen > self.applied:
             await self._catch_up(gen)
+        # A generation behind what this instance applied (a publish that failed) is still a
+        # safe one to read at: entries filled at it are judged against everything applied.
         return gen
 
     async def committed(self) -> int:
@@ -138,9 +140,6 @@ class Freshness:
                 # A new instance: the recent history is enough; anything older is invalid.
                 applied = max(0, gen - self.max_events)
                 self.floor = applied
-            elif gen < applied:  # the outbox was emptied (a fresh database): forget everything
-                self._reset(gen)
-                return
             rows = await self.pg.fetch(EVENTS_BETWEEN, applied, gen, self.max_events + 1)
             if len(rows) > self.max_events:  # a big import: dropping everything is cheaper
                 self._reset(gen)
