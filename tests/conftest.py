@@ -87,6 +87,25 @@ async def conn(empty_catalog: PostgresBackend) -> AsyncIterator[asyncpg.Connecti
         yield connection
 
 
+SHARED_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own in the shared Redis (TEST_REDIS_URL), deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    client = aioredis.from_url(SHARED_REDIS)
+    try:
+        keys = [k async for k in client.scan_iter(f"{name}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Any:
     from server import Settings
 

@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from resolvers.ids import to_global_id
-from tests.backends.test_cache import SHARED_REDIS
 from tests.catalog_fixtures import JAN, insert_material, insert_price_list, insert_supplier
+from tests.conftest import SHARED_REDIS
 from tests.test_server import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]

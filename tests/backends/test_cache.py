@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,9 +21,9 @@ from backends.cache_codec import RAW, ZSTD, cache_key, decode_entry, encode_entr
 from backends.freshness import Freshness
 from backends.postgres import PostgresBackend
 from backends.redis_link import RedisLink
+from tests.conftest import SHARED_REDIS
 from tests.redis_server import OwnRedis
 
-SHARED_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,18 +45,6 @@ class Source:
 
 def tags(key: Any, value: Any) -> list[str]:
     return [f"material:{key}"]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own in the shared Redis, deleted afterwards."""
-    name = f"test-cache-{secrets.token_hex(4)}"
-    yield name
-    client = aioredis.from_url(SHARED_REDIS)
-    keys = [k async for k in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture
@@ -136,10 +123,10 @@ async def test_second_read_and_missing_rows_are_served_from_l1(
 
 
 async def test_another_instance_reads_l2_instead_of_the_database(
-    empty_catalog: PostgresBackend, prefix: str, links: list[RedisLink]
+    empty_catalog: PostgresBackend, redis_prefix: str, links: list[RedisLink]
 ) -> None:
-    first = await make_cache(empty_catalog, SHARED_REDIS, prefix, links)
-    second = await make_cache(empty_catalog, SHARED_REDIS, prefix, links)
+    first = await make_cache(empty_catalog, SHARED_REDIS, redis_prefix, links)
+    second = await make_cache(empty_catalog, SHARED_REDIS, redis_prefix, links)
     source = Source({1: {"id": 1, "price": Decimal("10.50")}})
     gen = await first.freshness.observe()
     await first.get_many("m", [1], source.fetch, tags, gen)
@@ -186,11 +173,11 @@ async def test_a_read_at_a_newer_generation_does_not_join_an_older_read(
 
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "postgres-only"])
 async def test_a_read_that_started_before_a_commit_cannot_leave_the_old_value_behind(
-    empty_catalog: PostgresBackend, prefix: str, links: list[RedisLink], shared: bool
+    empty_catalog: PostgresBackend, redis_prefix: str, links: list[RedisLink], shared: bool
 ) -> None:
     url = SHARED_REDIS if shared else None
-    reader = await make_cache(empty_catalog, url, prefix, links)
-    writer = await make_cache(empty_catalog, url, prefix, links)
+    reader = await make_cache(empty_catalog, url, redis_prefix, links)
+    writer = await make_cache(empty_catalog, url, redis_prefix, links)
     source = Source({1: "old"})
     source.gate = asyncio.Event()
     slow = asyncio.create_task(reader.get_many("m", [1], source.fetch, tags, await reader.freshness.observe()))
@@ -206,10 +193,10 @@ async def test_a_read_that_started_before_a_commit_cannot_leave_the_old_value_be
 
 
 async def test_an_instance_drops_its_l1_when_another_commits(
-    empty_catalog: PostgresBackend, prefix: str, links: list[RedisLink]
+    empty_catalog: PostgresBackend, redis_prefix: str, links: list[RedisLink]
 ) -> None:
-    reader = await make_cache(empty_catalog, SHARED_REDIS, prefix, links)
-    writer = await make_cache(empty_catalog, SHARED_REDIS, prefix, links)
+    reader = await make_cache(empty_catalog, SHARED_REDIS, redis_prefix, links)
+    writer = await make_cache(empty_catalog, SHARED_REDIS, redis_prefix, links)
     source = Source({1: "old", 2: "other"})
     await reader.get_many("m", [1, 2], source.fetch, tags, await reader.freshness.observe())
     source.values[1] = "new"

@@ -11,7 +11,8 @@ from backends.freshness import Freshness
 from backends.outbox_listener import OutboxListener
 from backends.postgres import PostgresBackend
 from backends.redis_link import RedisLink
-from tests.backends.test_cache import SHARED_REDIS, prefix, write_event  # noqa: F401 (prefix is a fixture)
+from tests.backends.test_cache import write_event
+from tests.conftest import SHARED_REDIS
 
 
 async def eventually(check: Callable[[], bool], limit: int = 200) -> bool:
@@ -23,10 +24,10 @@ async def eventually(check: Callable[[], bool], limit: int = 200) -> bool:
 
 
 async def test_a_commit_is_applied_and_published_without_a_request(
-    empty_catalog: PostgresBackend, prefix: str  # noqa: F811
+    empty_catalog: PostgresBackend, redis_prefix: str
 ) -> None:
     link = await RedisLink(SHARED_REDIS).open()
-    freshness = Freshness(empty_catalog, link, key_prefix=prefix)
+    freshness = Freshness(empty_catalog, link, key_prefix=redis_prefix)
     await freshness.observe()
     listener = OutboxListener(empty_catalog.dsn, freshness, retry_after=0.1)
     listener.start()
@@ -37,7 +38,7 @@ async def test_a_commit_is_applied_and_published_without_a_request(
         assert await eventually(lambda: freshness.applied == latest)
         assert freshness.touched["material:7"] == latest
         client = aioredis.from_url(SHARED_REDIS)
-        assert await client.zscore(f"{prefix}:generation", "g") == latest
+        assert await client.zscore(f"{redis_prefix}:generation", "g") == latest
         await client.aclose()
     finally:
         await listener.stop()

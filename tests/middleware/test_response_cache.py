@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,30 +12,18 @@ import redis.asyncio as aioredis
 
 from backends.cache_codec import decode_entry
 from resolvers.ids import to_global_id
-from tests.backends.test_cache import SHARED_REDIS
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
-from tests.conftest import app_client, make_settings
+from tests.conftest import SHARED_REDIS, app_client, make_settings
 
 MATERIAL = """query($id: ID!) { material(id: $id) { name category { name } currentPrices { unitPrice } } }"""
 PAGE = "{ materials(first: 10) { totalCount edges { node { name } } } }"
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-resp-{secrets.token_hex(4)}"
-    yield name
-    client = aioredis.from_url(SHARED_REDIS)
-    keys = [k async for k in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 @pytest.fixture(params=[True, False], ids=["redis", "l1-only"])
 async def client(request: pytest.FixtureRequest, database_url: str, empty_catalog: object,
-                 prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+                 redis_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     redis_url = SHARED_REDIS if request.param else None
-    async with app_client(make_settings(database_url, redis_url=redis_url, cache_prefix=prefix)) as http:
+    async with app_client(make_settings(database_url, redis_url=redis_url, cache_prefix=redis_prefix)) as http:
         yield http
 
 
@@ -118,13 +105,13 @@ async def test_errors_and_search_are_not_stored(client: httpx.AsyncClient, conn:
 
 
 async def test_stored_responses_in_redis_are_tagged_msgpack_frames(
-    database_url: str, empty_catalog: object, conn: asyncpg.Connection, prefix: str
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection, redis_prefix: str
 ) -> None:
     mid = await _catalog(conn)
-    async with app_client(make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=prefix)) as http:
+    async with app_client(make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix)) as http:
         await post(http, MATERIAL, {"id": to_global_id("Material", mid)})
     redis = aioredis.from_url(SHARED_REDIS)
-    keys = [k async for k in redis.scan_iter(f"{prefix}:*:response:*")]
+    keys = [k async for k in redis.scan_iter(f"{redis_prefix}:*:response:*")]
     frames = [await redis.get(k) for k in keys]
     await redis.aclose()
     assert len(frames) == 1

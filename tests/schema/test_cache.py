@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,28 +10,15 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from resolvers.ids import to_global_id
-from tests.backends.test_cache import SHARED_REDIS
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
-from tests.conftest import app_client, gql, gql_data, make_settings
+from tests.conftest import SHARED_REDIS, app_client, gql, gql_data, make_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "supplier-samples"
 REPO = Path(__file__).resolve().parents[2]
 MATERIAL = """query($id: ID!) { material(id: $id) { name sku category { name } unit { code }
   currentPrices { unitPrice supplier { name } priceList { version status } } } }"""
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    name = f"test-gql-{secrets.token_hex(4)}"
-    yield name
-    client = aioredis.from_url(SHARED_REDIS)
-    keys = [k async for k in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture
