@@ -20,7 +20,7 @@ import asyncpg
 from backends.freshness import Freshness
 
 log = logging.getLogger(__name__)
-CHANNEL = "events"  # pg_notify channel of migrations/0005_events_notify.sql
+CHANNEL = "events"  # pg_notify channel of migrations/0007_events_notify.sql
 
 
 class OutboxListener:
