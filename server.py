@@ -30,11 +30,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.extensions import ParserCache, ValidationCache
 
+from backends.cache import CacheLimits, CacheView, TwoLevelCache
+from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
-from backends.migrator import apply_migrations, pending_migrations
+from backends.freshness import Freshness
+from backends.migrator import apply_migrations, discover, pending_migrations
+from backends.outbox_listener import OutboxListener
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
+from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
 from loaders.registry import RequestLoaders
@@ -42,6 +47,7 @@ from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
 from middleware.lean_queries import LeanQueries
 from middleware.query_stats import QueryStatsExtension
+from middleware.response_cache import ResponseCache
 from resolvers.context import Context
 from schema import build_schema
 
@@ -102,6 +108,12 @@ class Settings:
     search_text_weight: float = 1.0
     search_vector_weight: float = 1.0
     search_timeout_ms: int = 2000
+    cache: bool = True  # the two-level cache under the DataLoaders (L2 only with REDIS_URL)
+    cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
+    cache_l1_entries: int = 50_000
+    cache_l1_mb: int = 64
+    cache_ttl_s: float = 300.0
+    response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -132,6 +144,12 @@ class Settings:
             search_text_weight=_float(env, "SEARCH_TEXT_WEIGHT", 1.0),
             search_vector_weight=_float(env, "SEARCH_VECTOR_WEIGHT", 1.0),
             search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2000),
+            cache=_flag(env.get("CACHE"), default=True),
+            cache_prefix=env.get("CACHE_PREFIX") or "materials",
+            cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
+            cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
+            response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
         )
 
     def resolved_database_url(self) -> str:
@@ -207,6 +225,31 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache | None, RedisLink | None]:
+    """The DataLoaders' cache (None with CACHE=off) and its Redis link (None without REDIS_URL)."""
+    redis = RedisLink(settings.redis_url) if settings.redis_url else None
+    if not settings.cache:
+        return None, redis
+    freshness = Freshness(pg, redis, key_prefix=settings.cache_prefix)
+    schema_version = ",".join(m.checksum for m in discover())
+    limits = CacheLimits(l1_entries=settings.cache_l1_entries, l1_bytes=settings.cache_l1_mb * 1024 * 1024,
+                         ttl=settings.cache_ttl_s)
+    return TwoLevelCache(freshness, redis, namespace(settings.cache_prefix, schema_version), limits), redis
+
+
+async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
+    """After a write outside the server (a command): tell the serving instances, through Redis,
+    before the command returns, that the outbox moved (backends.freshness)."""
+    if not (settings.cache and settings.redis_url):
+        return
+    link = await RedisLink(settings.redis_url, timeout=2.0).open()
+    try:
+        gen = await Freshness(pg, link, key_prefix=settings.cache_prefix).committed()
+        log.info("published cache generation %d", gen)
+    finally:
+        await link.close()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -214,6 +257,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                          max_size=settings.pg_pool_max)
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     search, indexers = build_search(settings, pg)
+    cache, redis = build_cache(settings, pg)
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
@@ -221,18 +265,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(extensions)
 
     def make_context(request: Any, response: Any) -> Context:
+        view = CacheView(cache) if cache is not None else None
         return Context(
             request=request,
             response=response,
-            loaders=RequestLoaders.build(catalog, prices),
+            loaders=RequestLoaders.build(catalog, prices, view),
             catalog=catalog,
             prices=prices,
             max_page_size=settings.max_page_size,
             search=search,
+            cache=view,
         )
 
     assets = find_graphiql_assets()
-    lean = LeanQueries(schema, make_context, query_stats=settings.debug) if settings.lean_queries else None
+    responses = ResponseCache() if cache is not None and settings.response_cache else None
+    lean = (LeanQueries(schema, make_context, query_stats=settings.debug, responses=responses)
+            if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
 
@@ -255,9 +303,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
+        if redis is not None:
+            await redis.open()
         loop: IndexerLoop | None = None
+        listener: OutboxListener | None = None
         try:
             await prepare_database(pg, settings)
+            if cache is not None:
+                listener = OutboxListener(pg.dsn, cache.freshness)
+                listener.start()
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -266,10 +320,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             gc.unfreeze()
+            if listener is not None:
+                await listener.stop()
             if loop is not None:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
                 await search.index.close()
+            if redis is not None:
+                await redis.close()
             await pg.close()
 
     routes: list[Any] = [
@@ -285,6 +343,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.pg = pg
     app.state.search = search
     app.state.indexers = indexers
+    app.state.cache = cache
+    app.state.redis = redis
     return app
 
 
@@ -386,9 +446,12 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
                 supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
             bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
             try:
-                return await import_price_list(pg, supplier, path, effective_at=args.effective_at, progress=bar.update)
+                result = await import_price_list(pg, supplier, path, effective_at=args.effective_at,
+                                                 progress=bar.update)
             finally:
                 bar.close()
+            await publish_generation(settings, pg)
+            return result
 
     try:
         result = asyncio.run(run())

@@ -346,6 +346,11 @@ async def _import(
         ORDER BY 2
         """,
         supplier_id, list_id)
+    # The list itself: its supplier's current prices all point at it now, even the unchanged ones.
+    await conn.execute(
+        "INSERT INTO events (topic, entity_id, payload) VALUES ('price_list.imported', $2, "
+        "jsonb_build_object('priceListId', $2::bigint, 'supplierId', $1::bigint, 'version', $3::int))",
+        supplier_id, list_id, price_list["version"])
     events = int(created_events.split()[-1]) + int(price_events.split()[-1])
     phase("events")
     await conn.execute("DELETE FROM current_prices WHERE supplier_id = $1", supplier_id)

@@ -244,6 +244,7 @@ async def create_supplier(pg: PostgresBackend, name: Any) -> tuple[asyncpg.Recor
             "INSERT INTO suppliers (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id, name", clean)
         if row is None:
             return None, [Problem(("name",), f'a supplier named "{clean}" exists already', "CONFLICT")]
+        await record_events(conn, [("supplier.created", row["id"], {"supplierId": row["id"], "name": row["name"]})])
         return row, []
 
 

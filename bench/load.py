@@ -20,7 +20,7 @@ import asyncio
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -183,8 +183,12 @@ async def run_load(
     duration: float = 10.0,
     concurrency: int = 8,
     request_timeout_s: float = 10.0,
+    on_response: Callable[[int, Response], None] | None = None,
 ) -> LoadResult:
     """Closed loop: `concurrency` connections, each request sent after the previous answer.
+
+    `on_response(index of the request, response)` sees every complete response (bench/cache.py
+    counts cache hits with it).
 
     Bounded: no request starts after `duration` seconds, and each one in flight is given
     at most `request_timeout_s` seconds (a timeout is a failure and the connection is replaced).
@@ -227,7 +231,8 @@ async def run_load(
                         await asyncio.sleep(0.05)
                         continue
                 assert reader is not None
-                request = requests[counter % n]
+                index = counter % n
+                request = requests[index]
                 counter += 1
                 t0 = clock()
                 try:
@@ -241,6 +246,8 @@ async def run_load(
                     writer = None
                     continue
                 latencies.append(clock() - t0)
+                if on_response is not None:
+                    on_response(index, response)
                 reason = failure_reason(response)
                 if reason is not None:
                     fail(reason)

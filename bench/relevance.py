@@ -41,7 +41,7 @@ from backends.embedder import E5Embedder  # noqa: E402
 from backends.imports import import_price_list  # noqa: E402
 from backends.migrator import apply_migrations  # noqa: E402
 from backends.postgres import PostgresBackend  # noqa: E402
-from backends.search import SearchService, SearchTuning, rrf  # noqa: E402
+from backends.search import SearchService, SearchTuning, with_tuning  # noqa: E402
 from backends.search_index import TextIndexer, VectorIndexer  # noqa: E402
 from bench.embedding_cache import CachedPassages  # noqa: E402
 
@@ -174,9 +174,7 @@ async def run(args: argparse.Namespace) -> None:
             service = SearchService(pg, embedder, index, SearchTuning())
             sides = await evaluate(service, queries, qrels, products, args.sweep, args.modes)
             if args.sweep:
-                titles = {m: corpus[p[0]] for m, p in products.items()}
-                full = await cross_scores(service, queries, sides, embedder, titles)
-                sweep_fusion(sides, qrels, products, full)
+                sweep_fusion(service, sides, qrels, products)
         finally:
             await index.close()
             await pg.close()
@@ -185,20 +183,21 @@ async def run(args: argparse.Namespace) -> None:
 async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[str, dict[str, int]],
                    products: dict[int, list[str]], sweep: bool, modes: Sequence[str]) -> dict[str, Any]:
     spec = MaterialFilterSpec()
-    depth = service.tuning.depth
+    tuning = service.tuning
     per_mode: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    sides: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]] = {}
+    sides: dict[str, Any] = {}
     started = time.perf_counter()
     for qid, text in queries.items():
         judged = qrels.get(qid, {})
         for mode in modes:
-            outcome = await service.search(text, spec, mode)
+            outcome = await service.search(text, spec, mode, count=False)
             per_mode[mode].append(metrics(expand([h.material_id for h in outcome.hits], products), judged))
-        if sweep:
-            sides[qid] = (await service.text_side(text, spec, depth), await service.vector_side(text, spec, depth))
+        if sweep:  # each side once, as search() reads them; the sweep fuses them again per setting
+            vector, vector_text = await service._vector(text, spec, max(tuning.depth, tuning.vector_depth))
+            sides[qid] = ((await service._text(text, spec, tuning.depth))[0], vector, vector_text)
     print(f"\n{len(queries)} queries x {len(modes)} modes in {time.perf_counter() - started:.1f} s "
-          f"(k={service.tuning.k}, text weight {service.tuning.text_weight}, "
-          f"vector weight {service.tuning.vector_weight})")
+          f"(fusion {tuning.fusion}: rank weight {tuning.rank_weight}, every-word bonus {tuning.every_word_bonus}; "
+          f"text depth {tuning.depth}, vector depth {tuning.vector_depth})")
     print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>6}")
     for mode, values in per_mode.items():
         n, n_prime, r = mean(values)
@@ -207,43 +206,23 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
     return sides
 
 
-async def cross_scores(service: SearchService, queries: dict[str, str], sides: dict[str, Any],
-                       embedder: Any, titles: dict[int, str]) -> dict[str, tuple[dict[int, float], dict[int, float]]]:
-    """For each query, both sides' scores of every candidate either side found (offline fusion study)."""
-    out = {}
-    for qid, (text_hits, vector_hits) in sides.items():
-        ids = sorted({i for i, _ in text_hits} | {i for i, _ in vector_hits})
-        text = await service.text_scores(queries[qid], ids)
-        query_vector = await embedder.query(queries[qid])
-        passages = await embedder.passages([titles[i] for i in ids])
-        vector = {i: float(v @ query_vector) for i, v in zip(ids, passages, strict=True)}
-        out[qid] = (text, vector)
-    return out
-
-
-def sweep_fusion(sides: dict[str, Any], qrels: dict[str, dict[str, int]], products: dict[int, list[str]],
-                 full: dict[str, tuple[dict[int, float], dict[int, float]]] | None = None) -> None:
+def sweep_fusion(service: SearchService, sides: dict[str, Any], qrels: dict[str, dict[str, int]],
+                 products: dict[int, list[str]]) -> None:
+    """The fusion settings around the defaults, on the sides read once (the service's own `_fuse`)."""
+    settings: list[dict[str, Any]] = []
+    for k in (10, 30, 60):
+        for vw in (0.75, 1.0, 1.5):
+            settings.append({"fusion": "rrf", "k": k, "vector_weight": vw})
+    for rank_weight in (0.25, 0.5, 1.0, 1.5, 2.0):
+        for bonus in (0.0, 0.02, 0.05):
+            settings.append({"fusion": "scores", "rank_weight": rank_weight, "every_word_bonus": bonus})
     results = []
-    for k in (5, 10, 20, 40, 60, 100):
-        for vw in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0):
-            values = []
-            for qid, (text_hits, vector_hits) in sides.items():
-                fused = rrf([(text_hits, 1.0), (vector_hits, vw)], k)
-                ranked = sorted(fused, key=lambda i: (-fused[i], i))
-                values.append(metrics(expand(ranked, products), qrels.get(qid, {})))
-            results.append((mean(values), f"rrf k={k} vw={vw}"))
-    if full:
-        for tw in (0.0, 0.1, 0.25, 0.5, 1.0, 2.0):
-            for tier in (0.0, 0.01, 0.02, 0.04, 0.08):
-                values = []
-                for qid, (text, vector) in full.items():
-                    ids = list(vector)
-                    # text score = 1 (every word) + rank, or rank (some words), or 0
-                    score = {i: vector[i] + tw * (text.get(i, 0.0) % 1.0)
-                             + tier * (1.0 if text.get(i, 0.0) >= 1.0 else 0.0) for i in ids}
-                    ranked = sorted(ids, key=lambda i: (-score[i], i))
-                    values.append(metrics(expand(ranked, products), qrels.get(qid, {})))
-                results.append((mean(values), f"scores rank_w={tw} every_word_bonus={tier}"))
+    for changes in settings:
+        fuse = with_tuning(service, **changes)._fuse
+        values = [metrics(expand([h.material_id for h in fuse(text, vector, vector_text)], products),
+                          qrels.get(qid, {}))
+                  for qid, (text, vector, vector_text) in sides.items()]
+        results.append((mean(values), " ".join(f"{k}={v}" for k, v in changes.items())))
     results.sort(key=lambda r: -(r[0][1] + r[0][2]))
     print("\nfusion sweep (best 12 by nDCG'@10 + R@50): nDCG@10 nDCG'@10 R@50")
     for (n, n_prime, r), label in results[:12]:

@@ -7,22 +7,30 @@ from collections.abc import Sequence
 import asyncpg
 from strawberry.dataloader import DataLoader
 
+from backends.cache import CacheView
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
 from loaders.base import Companion, groups_in_key_order, prime_companions, rows_in_key_order, scoped_pages
+from loaders.cached import current_prices_tags, price_list_tags, through_cache
 
 
 class CurrentPricesByMaterialLoader(DataLoader[int, list[asyncpg.Record]]):
     """The latest price of every supplier for each material, cheapest first."""
 
-    def __init__(self, prices: PriceReader, companions: Sequence[Companion] = ()) -> None:
+    def __init__(self, prices: PriceReader, companions: Sequence[Companion] = (),
+                 cache: CacheView | None = None) -> None:
         self.prices = prices
         self.companions = companions
+        self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch
         super().__init__(load_fn=self._load)
 
     async def _load(self, material_ids: Sequence[int]) -> list[list[asyncpg.Record]]:
-        rows = await self.prices.current_prices_by_material_ids(list(material_ids))
-        prime_companions(rows, self.companions)
+        groups = await through_cache(self.shared, "current-prices", material_ids, self._read, current_prices_tags)
+        prime_companions([row for rows in groups for row in rows], self.companions)
+        return groups
+
+    async def _read(self, material_ids: list[int]) -> list[list[asyncpg.Record]]:
+        rows = await self.prices.current_prices_by_material_ids(material_ids)
         return groups_in_key_order(material_ids, rows, "material_id")
 
 
@@ -58,12 +66,16 @@ class PricesByPriceListLoader(DataLoader[tuple[int, PageSpec], list[asyncpg.Reco
 
 
 class PriceListByIdLoader(DataLoader[int, asyncpg.Record | None]):
-    def __init__(self, prices: PriceReader) -> None:
+    def __init__(self, prices: PriceReader, cache: CacheView | None = None) -> None:
         self.prices = prices
+        self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch
         super().__init__(load_fn=self._load)
 
     async def _load(self, ids: Sequence[int]) -> list[asyncpg.Record | None]:
-        return rows_in_key_order(ids, await self.prices.price_lists_by_ids(list(ids)), "id")
+        return await through_cache(self.shared, "price-list", ids, self._read, price_list_tags)
+
+    async def _read(self, ids: list[int]) -> list[asyncpg.Record | None]:
+        return rows_in_key_order(ids, await self.prices.price_lists_by_ids(ids), "id")
 
 
 class PriceListsBySupplierLoader(DataLoader[tuple[int, PageSpec], list[asyncpg.Record]]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends.cache import CacheView
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
 from loaders.base import Companion, category_of, supplier_of, unit_of
@@ -43,27 +44,28 @@ class RequestLoaders:
     price_lists_by_supplier: PriceListsBySupplierLoader
 
     @classmethod
-    def build(cls, catalog: CatalogReader, prices: PriceReader) -> RequestLoaders:
-        category_by_id = CategoryByIdLoader(catalog)
-        unit_by_code = UnitByCodeLoader(catalog)
-        supplier_by_id = SupplierByIdLoader(catalog)
+    def build(cls, catalog: CatalogReader, prices: PriceReader, cache: CacheView | None = None) -> RequestLoaders:
+        """With `cache`, the loaders by key read through it (loaders.cached); pages do not."""
+        category_by_id = CategoryByIdLoader(catalog, cache)
+        unit_by_code = UnitByCodeLoader(catalog, cache)
+        supplier_by_id = SupplierByIdLoader(catalog, cache)
         # Rows read with a material or a price fill these loaders (loaders.base.Companion).
         with_material = _material_companions(category_by_id, unit_by_code)
         with_price = (Companion(supplier_by_id, supplier_of),)
         return cls(
-            material_by_id=MaterialByIdLoader(catalog, with_material),
-            material_by_sku=MaterialBySkuLoader(catalog, with_material),
+            material_by_id=MaterialByIdLoader(catalog, with_material, cache),
+            material_by_sku=MaterialBySkuLoader(catalog, with_material, cache),
             materials_by_category=MaterialsByCategoryLoader(catalog, with_material),
             material_count_by_category=MaterialCountByCategoryLoader(catalog),
             category_by_id=category_by_id,
-            categories_by_parent=CategoriesByParentLoader(catalog),
+            categories_by_parent=CategoriesByParentLoader(catalog, cache),
             unit_by_code=unit_by_code,
             unit_code_by_alias=UnitCodeByAliasLoader(catalog),
             supplier_by_id=supplier_by_id,
-            current_prices_by_material=CurrentPricesByMaterialLoader(prices, with_price),
+            current_prices_by_material=CurrentPricesByMaterialLoader(prices, with_price, cache),
             price_history_by_material=PriceHistoryByMaterialLoader(prices, with_price),
             prices_by_price_list=PricesByPriceListLoader(prices),
-            price_list_by_id=PriceListByIdLoader(prices),
+            price_list_by_id=PriceListByIdLoader(prices, cache),
             price_lists_by_supplier=PriceListsBySupplierLoader(prices),
         )
 

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationType, execute, get_operation_ast, parse, specified_rules
+from graphql import GraphQLError, OperationType, execute, get_operation_ast, parse, print_ast, specified_rules
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.schema.schema import validate_document
 
 from backends.postgres import track_queries
+from middleware.response_cache import ResponseCache
 
 DOCUMENT_CACHE_SIZE = 1024
 
@@ -29,13 +30,15 @@ DOCUMENT_CACHE_SIZE = 1024
 class LeanQueries:
     """Answers POSTed JSON query operations; `handle` returns False for anything else."""
 
-    def __init__(self, schema: Any, context_factory: Callable[[Any, Any], Any], *, query_stats: bool) -> None:
+    def __init__(self, schema: Any, context_factory: Callable[[Any, Any], Any], *, query_stats: bool,
+                 responses: ResponseCache | None = None) -> None:
         self._schema = schema
         self._graphql_schema = schema._schema
         self._executor = schema.execution_context_class
         self._context_factory = context_factory
         self._query_stats = query_stats
-        # query text -> parsed document, or None when it does not parse or validate
+        self._responses = responses
+        # query text -> (parsed document, its normalised text), or None when it does not parse or validate
         self._documents: OrderedDict[str, Any] = OrderedDict()
 
     def _document(self, query: str) -> Any:
@@ -44,9 +47,9 @@ class LeanQueries:
             self._documents.move_to_end(query)
             return document
         try:
-            document = parse(query)
-            if validate_document(self._graphql_schema, document, tuple(specified_rules)):
-                document = None
+            parsed = parse(query)
+            errors = validate_document(self._graphql_schema, parsed, tuple(specified_rules))
+            document = None if errors else (parsed, print_ast(parsed))
         except GraphQLError:
             document = None
         self._documents[query] = document
@@ -66,14 +69,34 @@ class LeanQueries:
             return False
         if not (name is None or isinstance(name, str)):
             return False
-        document = self._document(query)
-        if document is None:
+        parsed = self._document(query)
+        if parsed is None:
             return False
+        document, normalised = parsed
         operation = get_operation_ast(document, name)
         if operation is None or operation.operation is not OperationType.QUERY:
             return False
 
         context = self._context_factory(Request(scope, receive), None)
+        view = getattr(context, "cache", None)
+        if self._responses is None or view is None or not self._responses.answers(operation):
+            body, _ = await self._execute(document, context, variables, name)
+            await Response(body, media_type="application/json")(scope, receive, send)
+            return True
+        key = (normalised, name, variables or {}, self._responses.scope_of(scope))
+        fresh: list[bytes] = []
+        stored, hit = await self._responses.serve(
+            view, key, lambda: self._execute(document, context, variables, name, stored=fresh))
+        # The stored bytes never hold this request's queryStats; a miss answers with them.
+        body = stored if hit or not fresh else fresh[0]
+        headers = {"x-cache": "hit" if hit else "miss"}
+        await Response(body, media_type="application/json", headers=headers)(scope, receive, send)
+        return True
+
+    async def _execute(self, document: Any, context: Any, variables: dict[str, Any] | None, name: str | None,
+                       stored: list[bytes] | None = None) -> tuple[bytes, bool]:
+        """The response body, and whether it may be stored (no errors); with `stored`, returns
+        the body without queryStats and appends the one with them to `stored`."""
         stats = track_queries() if self._query_stats else None
         result = execute(self._graphql_schema, document, None, context, variables, name,
                          executor_class=self._executor)
@@ -83,7 +106,11 @@ class LeanQueries:
         if result.errors:
             self._schema.process_errors(result.errors)
             payload["errors"] = [error.formatted for error in result.errors]
+        plain = body = orjson.dumps(payload)
         if stats is not None:
             payload["extensions"] = {"queryStats": {"sqlRoundTrips": stats.round_trips}}
-        await Response(orjson.dumps(payload), media_type="application/json")(scope, receive, send)
-        return True
+            body = orjson.dumps(payload)
+        if stored is None:
+            return body, not result.errors
+        stored.append(body)
+        return plain, not result.errors

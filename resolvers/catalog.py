@@ -60,6 +60,7 @@ async def materials_page(
         max_page_size=ctx.max_page_size,
     )
     await check_unit_filter(ctx, spec)
+    ctx.depends_on("list:materials")
     rows = await ctx.catalog.material_page(spec, window.spec, plan)
     prime_companions(rows, ctx.loaders.material_companions())
     if plan.current_prices:
@@ -76,6 +77,7 @@ async def category_materials_page(
 ) -> tuple[Page, Callable[[], Awaitable[int]]]:
     kind = f"category-materials:{category_id}"
     window = page_window(kind, sort="NAME", descending=False, first=first, after=after, max_page_size=ctx.max_page_size)
+    ctx.depends_on("list:materials")
     rows = await ctx.loaders.materials_by_category.load((category_id, (spec, window.spec)))
 
     async def total() -> int:
@@ -87,6 +89,7 @@ async def category_materials_page(
 async def suppliers_page(ctx: Context, first: int | None, after: str | None) -> Page:
     window = page_window("suppliers", sort="NAME", descending=False, first=first, after=after,
                          max_page_size=ctx.max_page_size)
+    ctx.depends_on("list:suppliers")
     return make_page("suppliers", await ctx.catalog.supplier_page(window.spec), window)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from backends.cache import CacheView
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
 from backends.search import SearchService
@@ -22,3 +23,9 @@ class Context:
     prices: PriceReader
     max_page_size: int = 100
     search: SearchService | None = None
+    cache: CacheView | None = None  # None: every read goes to PostgreSQL
+
+    def depends_on(self, *tags: str) -> None:
+        """Records what a read outside the cached loaders depended on (the response cache's tags)."""
+        if self.cache is not None:
+            self.cache.note(*tags)

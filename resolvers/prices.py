@@ -21,6 +21,7 @@ async def price_history_page(
     kind = "price-history"
     window = page_window(kind, sort="VALID_FROM", descending=True, first=first, after=after,
                          max_page_size=ctx.max_page_size)
+    ctx.depends_on(f"material:{material_id}", "list:prices")
     rows = await ctx.loaders.price_history_by_material.load((material_id, (spec, window.spec)))
     return make_page(kind, rows, window)
 
@@ -28,6 +29,7 @@ async def price_history_page(
 async def price_list_prices_page(ctx: Context, price_list_id: int, first: int | None, after: str | None) -> Page:
     window = page_window("price-list-prices", sort="ID", descending=False, first=first, after=after,
                          max_page_size=ctx.max_page_size)
+    ctx.depends_on(f"price_list:{price_list_id}")
     rows = await ctx.loaders.prices_by_price_list.load((price_list_id, window.spec))
     return make_page("price-list-prices", rows, window)
 
@@ -35,6 +37,7 @@ async def price_list_prices_page(ctx: Context, price_list_id: int, first: int | 
 async def supplier_price_lists_page(ctx: Context, supplier_id: int, first: int | None, after: str | None) -> Page:
     window = page_window("supplier-price-lists", sort="VERSION", descending=True, first=first, after=after,
                          max_page_size=ctx.max_page_size)
+    ctx.depends_on(f"supplier:{supplier_id}")
     rows = await ctx.loaders.price_lists_by_supplier.load((supplier_id, window.spec))
     return make_page("supplier-price-lists", rows, window)
 
@@ -49,4 +52,5 @@ async def rejected_rows(ctx: Context, price_list_id: int, first: int | None, aft
         if not after.isdigit():
             raise InvalidArgument(["after"], f'"{after}" is not a line number')
         after_line = int(after)
+    ctx.depends_on(f"price_list:{price_list_id}")
     return await ctx.prices.rejected_rows(price_list_id, after_line, size)

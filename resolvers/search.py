@@ -54,6 +54,8 @@ class SearchPage:
 def service(ctx: Context) -> SearchService:
     if ctx.search is None:
         raise Unavailable("search is not configured on this server")
+    if ctx.cache is not None:
+        ctx.cache.not_cacheable()  # search follows its indexes, which no tag describes
     return ctx.search
 
 

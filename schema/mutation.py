@@ -160,6 +160,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+async def committed(info: strawberry.Info[Context, None]) -> None:
+    """Drops what the write changed from every instance's cache before the mutation answers."""
+    if info.context.cache is not None:
+        await info.context.cache.committed()
+
+
 def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Records every call of the resolver in the audit log: variables, outcome, errors."""
 
@@ -170,6 +176,8 @@ def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
             variables = _plain(kwargs)
             try:
                 result = await resolver(self, info, **kwargs)
+                if not getattr(result, "errors", None):  # a refused write wrote nothing
+                    await committed(info)
             except Exception as exc:
                 await audit.record(pg, operation, variables, "error", {"error": str(exc)})
                 raise
@@ -247,6 +255,7 @@ class Mutation:
         except PriceFileError as exc:
             return ImportPriceListPayload(price_list=None, duplicate=False, errors=[
                 UserError(field=["file"], message=str(exc), code=ErrorCode.VALIDATION)])
+        await committed(info)  # before reading the new list back
         row = await info.context.loaders.price_list_by_id.load(result.price_list_id)
         return ImportPriceListPayload(price_list=PriceList.from_optional_row(row), duplicate=result.duplicate,
                                       errors=[])

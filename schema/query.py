@@ -93,6 +93,7 @@ class Query:
     async def categories(
         self, info: strawberry.Info[Context, None], parent_id: strawberry.ID | None = None
     ) -> list[Category]:
+        info.context.depends_on("list:categories")
         if parent_id is None:
             rows = await info.context.catalog.root_categories()
         else:
@@ -105,6 +106,7 @@ class Query:
 
     @strawberry.field
     async def units(self, info: strawberry.Info[Context, None]) -> list[Unit]:
+        info.context.depends_on("units")
         return [Unit.from_row(r) for r in await info.context.catalog.all_units()]
 
     @strawberry.field

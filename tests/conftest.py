@@ -8,6 +8,7 @@ catalog truncate it first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -86,6 +87,25 @@ async def conn(empty_catalog: PostgresBackend) -> AsyncIterator[asyncpg.Connecti
         yield connection
 
 
+SHARED_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own in the shared Redis (TEST_REDIS_URL), deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    client = aioredis.from_url(SHARED_REDIS)
+    try:
+        keys = [k async for k in client.scan_iter(f"{name}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Any:
     from server import Settings
 
@@ -98,16 +118,23 @@ def make_settings(database_url: str, **overrides: Any) -> Any:
     return Settings(**values)
 
 
-@pytest.fixture
-async def client(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def app_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the whole ASGI app (lifespan included) in-process."""
     from server import create_app
 
-    app = create_app(make_settings(database_url))
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
+
+
+@pytest.fixture
+async def client(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process, its cache on (L1 only: no Redis)."""
+    async with app_client(make_settings(database_url)) as http:
+        yield http
 
 
 async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:

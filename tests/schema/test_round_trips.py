@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import httpx
+import pytest
 
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
-from tests.conftest import gql
+from tests.conftest import app_client, gql, make_settings
 
 PAGE_QUERY = """query($n: Int!) { materials(first: $n) { edges { node {
     name category { name } unit { code } currentPrices { unitPrice supplier { name } } } } } }"""
+
+
+@pytest.fixture
+async def client(database_url: str, empty_catalog: object) -> AsyncIterator[httpx.AsyncClient]:
+    """The cold path: with the cache off, every request reads PostgreSQL (tests/schema/test_cache.py
+    counts the cached path)."""
+    async with app_client(make_settings(database_url, cache=False)) as http:
+        yield http
 
 
 async def fill(conn: asyncpg.Connection, materials: int = 120, suppliers: int = 3) -> int:

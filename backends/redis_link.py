@@ -1,0 +1,81 @@
+"""Redis for the cache: a client that steps aside while the server is unreachable.
+
+Callers treat Redis as optional: every failure is translated once, here, into
+`RedisUnavailable`, and for `retry_after` seconds afterwards calls fail at once instead of
+waiting for a timeout on every request. The first call after that tries the server again,
+so a Redis that comes back is used again without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from backends.errors import BackendStateError, BackendUnavailable
+
+T = TypeVar("T")
+
+
+class RedisUnavailable(BackendUnavailable):
+    """Redis did not answer (down, unreachable, or skipped while recently down)."""
+
+
+class RedisLink:
+    """`open()`, then `run(op)` for each command or pipeline, then `close()`."""
+
+    def __init__(self, url: str, *, timeout: float = 0.5, retry_after: float = 1.0) -> None:
+        if not url:
+            raise ValueError("RedisLink needs a URL (redis://host:port/db)")
+        if timeout <= 0 or retry_after < 0:
+            raise ValueError(f"timeout must be > 0 and retry_after >= 0 (got {timeout}, {retry_after})")
+        self.url = url
+        self._timeout = timeout
+        self._retry_after = retry_after
+        self._client: aioredis.Redis | None = None
+        self._down_until = 0.0
+        self.failures = 0  # how many times Redis was found unavailable
+
+    async def open(self) -> RedisLink:
+        if self._client is not None:
+            raise BackendStateError("RedisLink.open() called twice")
+        # No I/O here: the pool connects on the first command, so a Redis that is down at
+        # start-up only means the cache starts on L1 alone.
+        self._client = aioredis.from_url(self.url, socket_timeout=self._timeout,
+                                         socket_connect_timeout=self._timeout, health_check_interval=0)
+        return self
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is being skipped after a failure."""
+        return self._client is not None and time.monotonic() >= self._down_until
+
+    async def run(self, op: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        if self._client is None:
+            raise BackendStateError("RedisLink used before open() or after close()")
+        if time.monotonic() < self._down_until:
+            raise RedisUnavailable("Redis was unavailable moments ago; skipped")
+        try:
+            return await op(self._client)
+        except (RedisError, OSError) as exc:
+            self.failures += 1
+            self._down_until = time.monotonic() + self._retry_after
+            raise RedisUnavailable(f"Redis unavailable: {exc or type(exc).__name__}") from exc
+
+    async def pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Runs the commands `build(pipe)` queues in one round trip (no MULTI)."""
+
+        async def op(client: aioredis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            build(pipe)
+            return await pipe.execute()
+
+        return await self.run(op)
