@@ -3,18 +3,20 @@ rows moved to prices_archive, in as many round trips; current prices never chang
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from backends.imports import import_price_list
 from backends.postgres import PostgresBackend
 from resolvers.ids import to_global_id
 from tests.backends.test_archive import drop_archive_partitions
-from tests.conftest import gql, gql_data
+from tests.conftest import app_client, gql, gql_data, make_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "supplier-samples"
 
@@ -62,9 +64,17 @@ async def read(client: httpx.AsyncClient, ids: dict[str, str]) -> tuple[int, dic
     return body["extensions"]["queryStats"]["sqlRoundTrips"], body["data"]
 
 
+@pytest.fixture
+async def cold_client(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+    """The cache off: every read executes, so its SQL round trips can be counted."""
+    async with app_client(make_settings(database_url, cache=False)) as http:
+        yield http
+
+
 async def test_history_and_price_lists_answer_the_same_after_archiving(
-    client: httpx.AsyncClient, conn: asyncpg.Connection, empty_catalog: PostgresBackend
+    cold_client: httpx.AsyncClient, conn: asyncpg.Connection, empty_catalog: PostgresBackend
 ) -> None:
+    client = cold_client
     ids = await three_versions(conn, empty_catalog)
     trips, before = await read(client, ids)
     assert len(before["material"]["priceHistory"]["edges"]) == 3
