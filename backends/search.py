@@ -60,8 +60,8 @@ class SearchTuning:
     k: float = 60.0  # rrf
     text_weight: float = 1.0  # rrf
     vector_weight: float = 1.0  # rrf
-    depth: int = 200  # how deep the text side reads, and the deepest page the fused list serves
-    vector_depth: int = 300  # how deep the vector side reads (deeper lists found more on the dev set)
+    depth: int = 300  # how deep the text side reads, and the deepest page the fused list serves
+    vector_depth: int = 300  # how deep the vector side reads (300 found more than 200 on the dev set)
     text_timeout: float = 2.0
     vector_timeout: float = 2.0
 
