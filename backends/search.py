@@ -434,10 +434,11 @@ class SearchService:
             nonlocal text, vector, vector_text, corrected
             try:
                 if side == "text":
-                    text, corrected = await asyncio.wait_for(self._text(query, spec, depth), tuning.text_timeout)
+                    async with asyncio.timeout(tuning.text_timeout):
+                        text, corrected = await self._text(query, spec, depth)
                 else:
-                    vector, vector_text = await asyncio.wait_for(
-                        self._vector(query, spec, max(depth, tuning.vector_depth)), tuning.vector_timeout)
+                    async with asyncio.timeout(tuning.vector_timeout):
+                        vector, vector_text = await self._vector(query, spec, max(depth, tuning.vector_depth))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers

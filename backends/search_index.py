@@ -275,6 +275,9 @@ class IndexerLoop:
                     log.debug("search indexer %s: %d events in %.1f ms", name, moved,
                               (time.perf_counter() - started) * 1000)
             if not busy:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+                # arrives as the wake-up does, and stop() would then wait for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self.wake.wait()
                 self.wake.clear()
