@@ -253,9 +253,13 @@ SELECT id, max(score) AS score, min(branch) AS branch FROM (
 ) hits GROUP BY id ORDER BY min(branch), max(score) DESC, id LIMIT {limit}
 """
 
-# The text side's score of one document (`s.document`) for query text {q}, as in _TEXT_SQL.
-_TEXT_SCORE = ("(CASE WHEN s.document @@ search_tsquery({q}, true) THEN 1.0 ELSE 0.0 END"
-               " + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, search_tsquery({q}, false), 1), 0.999))")
+# The text side's score of one document (`s.document`) for query text {q}, as in _TEXT_SQL:
+# `_TEXT_SCORE_FROM` parses the query once: OFFSET 0 keeps the planner from pulling the
+# subquery up, which under a generic plan parsed it again for every row (4.4 ms -> 1.5 ms
+# for 300 rows).
+_TEXT_SCORE_FROM = "(SELECT search_tsquery({q}, true) AS every, search_tsquery({q}, false) AS any OFFSET 0) q"
+_TEXT_SCORE = ("(CASE WHEN s.document @@ q.every THEN 1.0 ELSE 0.0 END"
+               " + least(ts_rank('{0.05, 0.2, 0.5, 1.0}', s.document, q.any, 1), 0.999))")
 
 # Typos, when the words found little: trigram similarity of the whole query to names. Planned
 # for its value (a generic plan cannot use the trigram index for an unknown pattern).
@@ -363,8 +367,9 @@ class SearchService:
             return {}
         async with self.pg.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT s.material_id AS id, {_TEXT_SCORE.format(q='$1')} AS score "
-                "FROM material_search s WHERE s.material_id = ANY($2::bigint[])", query, list(ids))
+                f"SELECT s.material_id AS id, {_TEXT_SCORE} AS score "
+                f"FROM {_TEXT_SCORE_FROM.format(q='$1')}, material_search s WHERE s.material_id = ANY($2::bigint[])",
+                query, list(ids))
         return {r["id"]: float(r["score"]) for r in rows}
 
     async def _vector_filter(self, spec: MaterialFilterSpec) -> VectorFilter:
@@ -388,12 +393,15 @@ class SearchService:
             return {}
         params = SqlParams()
         p = params.add(list(ids))
-        score = _TEXT_SCORE.format(q=params.add(query)) if query else "0.0"
+        score, src = "0.0", "materials m"
+        if query:
+            score = _TEXT_SCORE
+            src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
+                   "LEFT JOIN material_search s ON s.material_id = m.id")
         where = " AND ".join(_filter_conditions(spec, params))
-        join = "LEFT JOIN material_search s ON s.material_id = m.id" if query else ""
         async with self.pg.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM materials m {join} "
+                f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM {src} "
                 f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
         return {r["id"]: r["score"] for r in rows}
 
