@@ -93,6 +93,30 @@ class LeanQueries:
         await Response(body, media_type="application/json", headers=headers)(scope, receive, send)
         return True
 
+    async def prefetch(self, query: str, name: str | None, variables: dict[str, Any]) -> bool:
+        """The warm-up (backends.warmup): runs a query as an anonymous caller through the
+        response cache, which stores it under the usual rules; False if it is not a stored kind."""
+        parsed = self._document(query)
+        if parsed is None or self._responses is None:
+            return False
+        document, normalised = parsed
+        operation = get_operation_ast(document, name)
+        if operation is None or operation.operation is not OperationType.QUERY or not self._responses.answers(operation):
+            return False
+        scope = {"type": "http", "method": "POST", "path": "/graphql", "query_string": b"", "headers": []}
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        context = self._context_factory(Request(scope, receive), None)
+        view = getattr(context, "cache", None)
+        if view is None:
+            return False
+        key = (normalised, name, variables or {}, self._responses.scope_of(scope))
+        plain: list[bytes] = []  # (the body with queryStats, not kept)
+        await self._responses.serve(view, key, lambda: self._execute(document, context, variables, name, stored=plain))
+        return True
+
     async def _execute(self, document: Any, context: Any, variables: dict[str, Any] | None, name: str | None,
                        stored: list[bytes] | None = None) -> tuple[bytes, bool]:
         """The response body, and whether it may be stored (no errors); with `stored`, returns
