@@ -7,7 +7,8 @@ credentials), with the tags of everything the execution read (loaders.cached and
 by tag like any entry (backends.freshness), on every instance. Only operations whose root
 fields all read the catalog are stored; a result with errors, or one that used search
 (its indexes follow the outbox asynchronously, no tag describes them), is not.
-Responses carry `x-cache: hit` or `x-cache: miss`.
+Responses carry `x-cache: hit` or `x-cache: miss`; GET and POST of one operation share an entry
+(middleware.lean_queries).
 """
 
 from __future__ import annotations
