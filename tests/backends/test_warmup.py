@@ -164,3 +164,26 @@ def test_local_counts_stay_bounded_and_keep_the_most_requested() -> None:
     hot.count("material", [str(i) for i in range(100, 200)])
     assert len(hot.counts["material"]) < 20
     assert asyncio.run(hot.top("material", 2)) == ["1", "2"]
+
+
+async def test_shared_counts_add_up_across_instances_trimmed_and_decayed(redis_prefix: str) -> None:
+    from backends.redis_link import RedisLink
+
+    links = [await RedisLink(SHARED_REDIS).open() for _ in range(2)]
+    try:
+        one, two = (HotKeys(link, redis_prefix, shared_keys=2, decay_s=600) for link in links)
+        one.count("material", ["1"] * 4 + ["2"] * 2 + ["3"])
+        await one.flush()  # 1: 4, 2: 2 ("3" is trimmed); the first flush of the period halves them
+        two.count("material", ["2"] * 3 + ["3"])
+        await two.flush()
+        redis = aioredis.from_url(SHARED_REDIS)
+        try:
+            scores = dict(await redis.zrange(f"{redis_prefix}:hot:material", 0, -1, withscores=True))
+        finally:
+            await redis.aclose()
+        assert scores == {b"1": 2.0, b"2": 4.0}  # 1 + 3 for "2"; "3" (1) fell out of the top 2 again
+        assert await HotKeys(links[0], redis_prefix).top("material", 5) == ["2", "1"]
+        await one.flush()  # nothing new: nothing written
+    finally:
+        for link in links:
+            await link.close()

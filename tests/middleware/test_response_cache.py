@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from backends.cache import LOOKUPS
 from backends.cache_codec import decode_entry
 from resolvers.ids import to_global_id
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
@@ -149,3 +150,12 @@ async def test_get_queries_are_served_from_the_same_entries_as_posts(
     changed = await get(client, MATERIAL, variables)
     assert changed.headers["x-cache"] == "miss" and changed.json()["data"]["material"]["name"] == "Цемент М500 Д0"
     assert (await get(client, MATERIAL, variables)).headers["x-cache"] == "hit"
+
+
+async def test_response_hits_and_misses_are_counted(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    mid = await _catalog(conn)
+    hits, misses = (LOOKUPS.labels("response", r)._value.get() for r in ("hit", "miss"))
+    for _ in range(3):
+        await post(client, MATERIAL, {"id": to_global_id("Material", mid)})
+    assert LOOKUPS.labels("response", "miss")._value.get() == misses + 1
+    assert LOOKUPS.labels("response", "hit")._value.get() == hits + 2
