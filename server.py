@@ -118,6 +118,7 @@ class Settings:
     cache_warmup: bool = True  # count hot keys and read them back on start and after bursts (backends.warmup)
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
+    cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -157,6 +158,7 @@ class Settings:
             cache_warmup=_flag(env.get("CACHE_WARMUP"), default=True),
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
+            cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
         )
 
     def resolved_database_url(self) -> str:
@@ -264,7 +266,8 @@ def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: Catal
     freshness = cache.freshness
     return Warmer(cache.hot, lambda: freshness.events_applied, load_materials,
                   execute_response if lean is not None and settings.response_cache else None,
-                  top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses)
+                  top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses,
+                  cooldown=settings.cache_warmup_cooldown_s)
 
 
 async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:

@@ -9,7 +9,7 @@ so every instance, and an instance started later, knows the hot set of all of th
 
 Warming (background, `Warmer`): on start, and after an invalidation burst (at least
 `burst_events` outbox events, or a reset of the tag history, applied since the last check;
-the warm-up waits for a quiet second), the top `top` materials are loaded through the
+the warm-up waits for a quiet second, and for `cooldown` seconds after the previous one), the top `top` materials are loaded through the
 loaders' batch path (L1, then L2, then one statement per chunk; both levels are filled,
 under the usual freshness rules) and the top stored response documents are executed again
 through the response cache (stored only if the usual rules allow). One warm-up at a time,
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -125,14 +126,15 @@ class Warmer:
 
     def __init__(self, hot: HotKeys, events_applied: Callable[[], int], load_materials: LoadMaterials,
                  execute_response: ExecuteResponse | None, *, top: int = 500, top_responses: int = 100,
-                 chunk: int = 100, burst_events: int = 50, interval: float = 1.0) -> None:
-        if top < 0 or top_responses < 0 or chunk < 1 or burst_events < 1 or interval <= 0:
-            raise ValueError("Warmer: top, top_responses >= 0; chunk, burst_events >= 1; interval > 0")
+                 chunk: int = 100, burst_events: int = 50, interval: float = 1.0, cooldown: float = 30.0) -> None:
+        if top < 0 or top_responses < 0 or chunk < 1 or burst_events < 1 or interval <= 0 or cooldown < 0:
+            raise ValueError("Warmer: top, top_responses, cooldown >= 0; chunk, burst_events >= 1; interval > 0")
         self.hot, self.events_applied = hot, events_applied
         self.load_materials, self.execute_response = load_materials, execute_response
         self.top, self.top_responses, self.chunk = top, top_responses, chunk
-        self.burst_events, self.interval = burst_events, interval
+        self.burst_events, self.interval, self.cooldown = burst_events, interval, cooldown
         self.runs = 0  # warm-ups completed
+        self.ticks = 0  # checks completed (each second)
         self.warmed = {"material": 0, "response": 0}  # keys read by the last warm-up
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
@@ -156,9 +158,15 @@ class Warmer:
         async with self._done:
             await self._done.wait_for(lambda: self.runs >= runs)
 
+    async def wait_ticks(self, ticks: int) -> None:
+        """Returns once `ticks` checks have completed (tests)."""
+        async with self._done:
+            await self._done.wait_for(lambda: self.ticks >= ticks)
+
     async def _run(self) -> None:
         pending = True  # the start-up warm-up
         seen = self.events_applied()
+        allowed_at = 0.0  # steady writes are not a burst each second: at most one warm-up per cooldown
         while True:
             try:
                 applied = self.events_applied()
@@ -166,14 +174,18 @@ class Warmer:
                 seen = applied
                 if burst:
                     pending = True  # warm once the burst is over, not in the middle of it
-                elif pending:
+                elif pending and time.monotonic() >= allowed_at:
                     pending = False
                     await self.warm()
+                    allowed_at = time.monotonic() + self.cooldown
                 await self.hot.flush()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the warm-up is an optimisation: log and go on
                 log.warning("cache warm-up: %s", exc or type(exc).__name__)
+            async with self._done:
+                self.ticks += 1
+                self._done.notify_all()
             await asyncio.sleep(self.interval)
 
     async def warm(self) -> None:

@@ -124,7 +124,7 @@ async def test_after_an_invalidation_burst_the_hot_entries_are_read_again_fresh(
     database_url: str, empty_catalog: object, conn: asyncpg.Connection
 ) -> None:
     hot, _ = await _catalog(conn, 2)
-    settings = make_settings(database_url)  # L1 only: the counts of this process
+    settings = make_settings(database_url, cache_warmup_cooldown_s=0)  # L1 only: the counts of this process
     async with instance(settings) as (app, http):
         await warmed(app, 1)
         for _ in range(2):
@@ -187,3 +187,18 @@ async def test_shared_counts_add_up_across_instances_trimmed_and_decayed(redis_p
     finally:
         for link in links:
             await link.close()
+
+
+async def test_within_the_cooldown_a_burst_waits(database_url: str, empty_catalog: object,
+                                                 conn: asyncpg.Connection) -> None:
+    hot, _ = await _catalog(conn, 2)
+    async with instance(make_settings(database_url, cache_warmup_cooldown_s=3600)) as (app, http):
+        await warmed(app, 1)
+        await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+        await conn.execute("INSERT INTO events (topic, entity_id, payload) "
+                           "SELECT 'material.updated', $1, '{}'::jsonb FROM generate_series(1, 60)", hot)
+        await app.state.cache.freshness.committed()  # the burst applied here (the listener may be later)
+        assert app.state.cache.freshness.events_applied >= 60
+        async with asyncio.timeout(HANG_GUARD):
+            await app.state.warmer.wait_ticks(app.state.warmer.ticks + 3)  # a burst tick, then quiet ones
+        assert app.state.warmer.runs == 1 and not _in_l1(app, "material", hot)
