@@ -202,3 +202,30 @@ async def test_within_the_cooldown_a_burst_waits(database_url: str, empty_catalo
         async with asyncio.timeout(HANG_GUARD):
             await app.state.warmer.wait_ticks(app.state.warmer.ticks + 3)  # a burst tick, then quiet ones
         assert app.state.warmer.runs == 1 and not _in_l1(app, "material", hot)
+
+
+
+async def test_start_up_and_requests_do_not_wait_for_the_warm_up(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection, redis_prefix: str
+) -> None:
+    hot, _ = await _catalog(conn, 2)
+    settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix, response_cache=False)
+    async with instance(settings) as (_, http):
+        await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+    await _drop_entries(redis_prefix)
+    lock = conn.transaction()
+    await lock.start()
+    held = True
+    try:
+        await conn.execute("LOCK TABLE materials IN ACCESS EXCLUSIVE MODE")  # the warm-up's read waits ...
+        async with instance(settings) as (app, http):  # ... start-up does not
+            units = await http.post("/graphql", json={"query": "{ units { code } }"})
+            assert units.status_code == 200 and units.json()["data"]["units"]
+            assert app.state.warmer.runs == 0  # still behind the lock
+            await lock.rollback()
+            held = False
+            await warmed(app, 1)
+            assert _in_l1(app, "material", hot)
+    finally:
+        if held:
+            await lock.rollback()
