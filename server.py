@@ -42,6 +42,7 @@ from backends.prices import PriceReader
 from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
+from backends.warmup import HotKeys, Warmer
 from loaders.registry import RequestLoaders
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
@@ -114,6 +115,10 @@ class Settings:
     cache_l1_mb: int = 64
     cache_ttl_s: float = 300.0
     response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
+    cache_warmup: bool = True  # count hot keys and read them back on start and after bursts (backends.warmup)
+    cache_warmup_top: int = 500  # materials per warm-up
+    cache_warmup_responses: int = 100  # stored response documents per warm-up
+    cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -150,6 +155,10 @@ class Settings:
             cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
             cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
             response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
+            cache_warmup=_flag(env.get("CACHE_WARMUP"), default=True),
+            cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
+            cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
+            cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
         )
 
     def resolved_database_url(self) -> str:
@@ -234,7 +243,31 @@ def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache 
     schema_version = ",".join(m.checksum for m in discover())
     limits = CacheLimits(l1_entries=settings.cache_l1_entries, l1_bytes=settings.cache_l1_mb * 1024 * 1024,
                          ttl=settings.cache_ttl_s)
-    return TwoLevelCache(freshness, redis, namespace(settings.cache_prefix, schema_version), limits), redis
+    hot = HotKeys(redis, settings.cache_prefix) if settings.cache_warmup else None
+    return TwoLevelCache(freshness, redis, namespace(settings.cache_prefix, schema_version), limits, hot), redis
+
+
+def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: CatalogReader, prices: PriceReader,
+                 lean: LeanQueries | None) -> Warmer | None:
+    """The cache's warm-up (None with CACHE_WARMUP=off or no cache)."""
+    if cache is None or cache.hot is None:
+        return None
+
+    async def load_materials(ids: Sequence[int]) -> None:
+        # The loaders' batch path, as a request would read them: L1, L2, then one statement.
+        loaders = RequestLoaders.build(catalog, prices, CacheView(cache))
+        await loaders.material_by_id.load_many(ids)
+        await loaders.current_prices_by_material.load_many(ids)
+
+    async def execute_response(query: str, name: str | None, variables: dict[str, Any]) -> None:
+        assert lean is not None
+        await lean.prefetch(query, name, variables)
+
+    freshness = cache.freshness
+    return Warmer(cache.hot, lambda: freshness.events_applied, load_materials,
+                  execute_response if lean is not None and settings.response_cache else None,
+                  top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses,
+                  cooldown=settings.cache_warmup_cooldown_s)
 
 
 async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
@@ -283,6 +316,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
+    warmer = build_warmer(settings, cache, catalog, prices, lean)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -312,6 +346,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if cache is not None:
                 listener = OutboxListener(pg.dsn, cache.freshness)
                 listener.start()
+            if warmer is not None:
+                warmer.start()  # in the background: start-up does not wait for it
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -320,6 +356,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             gc.unfreeze()
+            if warmer is not None:
+                await warmer.stop()
             if listener is not None:
                 await listener.stop()
             if loop is not None:
@@ -345,6 +383,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.indexers = indexers
     app.state.cache = cache
     app.state.redis = redis
+    app.state.warmer = warmer
     return app
 
 

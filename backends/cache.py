@@ -27,9 +27,17 @@ from prometheus_client import Counter
 from backends.cache_codec import cache_key, decode_entry, encode_entry
 from backends.freshness import Freshness
 from backends.redis_link import RedisLink, RedisUnavailable
+from backends.warmup import WARMING, HotKeys
 
 LOOKUPS = Counter("materials_cache_lookups", "Cache lookups by level and result", ["level", "result"])
 REDIS_ERRORS = Counter("materials_cache_redis_errors", "Redis calls the cache gave up on")
+HOT_KINDS = frozenset({"material"})  # kinds whose keys the warm-up counts (backends.warmup)
+
+
+def count_lookup(level: str, result: str, n: int) -> None:
+    """LOOKUPS, for requests' lookups only (not the warm-up's)."""
+    if n and not WARMING.get():
+        LOOKUPS.labels(level, result).inc(n)
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,9 @@ class TwoLevelCache:
     """L1 + optional L2 (Redis), validated by a Freshness; see the module docstring."""
 
     def __init__(self, freshness: Freshness, redis: RedisLink | None, ns: str,
-                 limits: CacheLimits = CacheLimits()) -> None:
+                 limits: CacheLimits = CacheLimits(), hot: HotKeys | None = None) -> None:
         self.freshness, self.redis, self.ns, self.limits = freshness, redis, ns, limits
+        self.hot = hot  # request counts for the warm-up (None: nothing counted)
         self.l1 = LruTtl(limits.l1_entries, limits.l1_bytes)
         self._inflight: dict[str, tuple[int, asyncio.Future[Any]]] = {}
         freshness.on_reset(self.l1.clear)
@@ -115,6 +124,8 @@ class TwoLevelCache:
     async def get_many(self, kind: str, keys: Sequence[Hashable], fetch: Fetch, tags_of: TagsOf,
                        gen: int) -> list[Any]:
         """Values for `keys` in order; `fetch(missing keys)` answers in key order, None for no row."""
+        if self.hot is not None and kind in HOT_KINDS:
+            self.hot.count(kind, (str(k) for k in keys))
         now = time.monotonic()
         names = [cache_key(self.ns, kind, k) for k in keys]
         results: list[Any] = [_MISSING] * len(keys)
@@ -131,11 +142,9 @@ class TwoLevelCache:
                 joined.append((i, inflight[1]))
             else:
                 own.setdefault(name, []).append(i)
-        hits = len(keys) - len(joined) - sum(len(v) for v in own.values())
-        if hits:
-            LOOKUPS.labels("l1", "hit").inc(hits)
-        if joined or own:
-            LOOKUPS.labels("l1", "miss").inc(len(joined) + sum(len(v) for v in own.values()))
+        misses = len(joined) + sum(len(v) for v in own.values())
+        count_lookup("l1", "hit", len(keys) - misses)
+        count_lookup("l1", "miss", misses)
         if own:
             await self._read_through(kind, keys, names, own, results, fetch, tags_of, gen)
         for i, future in joined:
@@ -200,9 +209,8 @@ class TwoLevelCache:
                 results[i] = value
             ttl = self.limits.ttl if value is not None else self.limits.negative_ttl
             self.l1.put(name, _Entry(value, tags, gen, now + ttl, len(frame)))
-        LOOKUPS.labels("l2", "hit").inc(len(names) - len(missing))
-        if missing:
-            LOOKUPS.labels("l2", "miss").inc(len(missing))
+        count_lookup("l2", "hit", len(names) - len(missing))
+        count_lookup("l2", "miss", len(missing))
         return missing
 
     def _fill(self, name: str, key: Any, value: Any, tags_of: TagsOf, gen: int) -> tuple[bytes, int] | None:

@@ -77,6 +77,7 @@ class Freshness:
         self.applied: int | None = None  # None until the first observation
         self.floor = 0  # entries read before this generation are never valid
         self.touched: dict[str, int] = {}  # tag -> last event id that touched it
+        self.events_applied = 0  # events applied after the first observation (the warm-up's burst signal)
         self._lock = asyncio.Lock()
         self._on_reset: list[Callable[[], None]] = []
 
@@ -136,11 +137,14 @@ class Freshness:
             applied = self.applied
             if applied is not None and applied >= gen:
                 return
+            first = applied is None
             if applied is None:
                 # A new instance: the recent history is enough; anything older is invalid.
                 applied = max(0, gen - self.max_events)
                 self.floor = applied
             rows = await self.pg.fetch(EVENTS_BETWEEN, applied, gen, self.max_events + 1)
+            if not first:
+                self.events_applied += len(rows)
             if len(rows) > self.max_events:  # a big import: dropping everything is cheaper
                 self._reset(gen)
                 return

@@ -50,6 +50,10 @@ class CatalogGraphQL(GraphQL):
             if await self._lean.handle(scope, receive, send, body):
                 return
             receive = _replay(body, receive)
+        elif (self._lean is not None and scope["type"] == "http" and scope["method"] == "GET"
+              and b"query=" in scope.get("query_string", b"")):
+            if await self._lean.handle_get(scope, receive, send):
+                return
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:

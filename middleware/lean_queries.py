@@ -1,10 +1,11 @@
-"""The common request, straight to graphql-core: a POSTed JSON query operation.
+"""The common request, straight to graphql-core: a query operation POSTed as JSON or sent by GET.
 
 Strawberry's HTTP view and `schema.execute` cost ~0.35 ms per request on top of graphql-core
 (request adapters, extension hooks, result processing); on W2 that was a tenth of the CPU.
-This path serves what most clients send (POST, `application/json`, one query operation)
+This path serves what most clients send (POST, `application/json`, one query operation;
+or GET with `query`, `variables` and `operationName` parameters)
 with the same schema, execution context, context factory and error formatting, and hands
-everything else to Strawberry untouched: GET, multipart uploads, batches, mutations,
+everything else to Strawberry untouched: other GETs, multipart uploads, batches, mutations,
 documents that do not parse or validate (Strawberry formats those errors), unknown
 operation names. Tests send every kind of request through both paths and compare the bytes.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from graphql import GraphQLError, OperationType, execute, get_operation_ast, parse, print_ast, specified_rules
@@ -64,7 +66,32 @@ class LeanQueries:
             return False
         if not isinstance(request, dict):
             return False
-        query, variables, name = request.get("query"), request.get("variables"), request.get("operationName")
+        return await self._answer(scope, receive, send, request.get("query"), request.get("variables"),
+                                  request.get("operationName"))
+
+    async def handle_get(self, scope: Any, receive: Any, send: Any) -> bool:
+        """A GET query (`?query=...&variables=<JSON object>&operationName=...`): the same answer,
+        and the same response cache, as the POST of the same operation."""
+        try:
+            pairs = parse_qsl(scope.get("query_string", b"").decode(), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError):
+            return False
+        params = dict(pairs)
+        if len(params) != len(pairs) or not set(params) <= {"query", "variables", "operationName"}:
+            return False  # repeated or other parameters (extensions, persisted queries): Strawberry decides
+        if params.get("operationName") == "":
+            return False
+        variables: Any = None
+        if "variables" in params:
+            try:
+                variables = orjson.loads(params["variables"])
+            except orjson.JSONDecodeError:
+                return False
+            if not isinstance(variables, dict):
+                return False
+        return await self._answer(scope, receive, send, params.get("query"), variables, params.get("operationName"))
+
+    async def _answer(self, scope: Any, receive: Any, send: Any, query: Any, variables: Any, name: Any) -> bool:
         if not isinstance(query, str) or not (variables is None or isinstance(variables, dict)):
             return False
         if not (name is None or isinstance(name, str)):
@@ -91,6 +118,30 @@ class LeanQueries:
         body = stored if hit or not fresh else fresh[0]
         headers = {"x-cache": "hit" if hit else "miss"}
         await Response(body, media_type="application/json", headers=headers)(scope, receive, send)
+        return True
+
+    async def prefetch(self, query: str, name: str | None, variables: dict[str, Any]) -> bool:
+        """The warm-up (backends.warmup): runs a query as an anonymous caller through the
+        response cache, which stores it under the usual rules; False if it is not a stored kind."""
+        parsed = self._document(query)
+        if parsed is None or self._responses is None:
+            return False
+        document, normalised = parsed
+        operation = get_operation_ast(document, name)
+        if operation is None or operation.operation is not OperationType.QUERY or not self._responses.answers(operation):
+            return False
+        scope = {"type": "http", "method": "POST", "path": "/graphql", "query_string": b"", "headers": []}
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        context = self._context_factory(Request(scope, receive), None)
+        view = getattr(context, "cache", None)
+        if view is None:
+            return False
+        key = (normalised, name, variables or {}, self._responses.scope_of(scope))
+        plain: list[bytes] = []  # (the body with queryStats, not kept)
+        await self._responses.serve(view, key, lambda: self._execute(document, context, variables, name, stored=plain))
         return True
 
     async def _execute(self, document: Any, context: Any, variables: dict[str, Any] | None, name: str | None,

@@ -7,7 +7,8 @@ credentials), with the tags of everything the execution read (loaders.cached and
 by tag like any entry (backends.freshness), on every instance. Only operations whose root
 fields all read the catalog are stored; a result with errors, or one that used search
 (its indexes follow the outbox asynchronously, no tag describes them), is not.
-Responses carry `x-cache: hit` or `x-cache: miss`.
+Responses carry `x-cache: hit` or `x-cache: miss`; GET and POST of one operation share an entry
+(middleware.lean_queries).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 
 from graphql import FieldNode, OperationDefinitionNode
 
-from backends.cache import LOOKUPS, CacheView
+from backends.cache import CacheView, count_lookup
+from backends.warmup import response_member
 
 CACHEABLE_ROOTS = frozenset({"material", "materials", "node", "categories", "units", "suppliers", "priceList",
                              "__typename"})
 SCOPE_HEADERS = (b"authorization", b"x-api-key")
+ANONYMOUS = hashlib.blake2b(digest_size=16).hexdigest()  # the scope of a caller without credentials
 
 
 class ResponseCache:
@@ -57,7 +60,13 @@ class ResponseCache:
             return [{"body": body, "tags": sorted(view.tags) if keep else None}]
 
         [stored] = await view.get_many("response", [key], run, _tags)
-        LOOKUPS.labels("response", "miss" if executed else "hit").inc()
+        count_lookup("response", "miss" if executed else "hit", 1)
+        hot = view.cache.hot
+        if hot is not None and key[3] == ANONYMOUS and stored["tags"] is not None:
+            # Only what anyone may be served is warmed up again (never a caller's credentials).
+            member = response_member(key[0], key[1], key[2])
+            if member is not None:
+                hot.count("response", (member,))
         return stored["body"], not executed
 
 

@@ -93,3 +93,46 @@ async def test_json_with_a_charset_and_a_non_json_body(clients: tuple[Any, ...])
     assert broken.status_code == same.status_code == 400 and broken.content == same.content
     not_an_object = await lean.post("/graphql", json="{ units { code } }")
     assert not_an_object.status_code == 400 and "must be a JSON object" in not_an_object.text
+
+
+# (query parameters, handled by the lean path)
+GET_CASES: list[tuple[dict[str, str], bool]] = [
+    ({"query": PAGE, "variables": json.dumps({"n": 5})}, True),
+    ({"query": PAGE, "variables": json.dumps({"n": 500})}, True),  # a resolver error
+    ({"query": "{ units { code } }"}, True),
+    ({"query": TWO_OPERATIONS, "operationName": "B"}, True),
+    ({"query": TWO_OPERATIONS, "operationName": "C"}, False),
+    ({"query": TWO_OPERATIONS, "operationName": ""}, False),
+    ({"query": PAGE, "variables": "{not json"}, False),
+    ({"query": PAGE, "variables": "[1]"}, False),
+    ({"query": PAGE, "variables": ""}, False),
+    ({"query": "{ units { code } }", "extensions": "{}"}, False),
+    ({"query": "{ materials(first: 2) { edges { node { nme } } } }"}, False),  # does not validate
+    ({"query": 'mutation { createSupplier(name: "x") { errors { code } } }'}, False),  # not over GET
+]
+
+
+@pytest.mark.parametrize(("params", "lean_handles"), GET_CASES)
+async def test_same_answer_to_a_get_with_and_without_the_lean_path(
+    clients: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch, params: dict[str, str], lean_handles: bool
+) -> None:
+    lean, plain, _ = clients
+    handled: list[bool] = []
+    original = LeanQueries.handle_get
+
+    async def spy(self: LeanQueries, *args: Any) -> bool:
+        handled.append(await original(self, *args))
+        return handled[-1]
+
+    monkeypatch.setattr(LeanQueries, "handle_get", spy)
+    fast = await lean.get("/graphql", params=params)
+    slow = await plain.get("/graphql", params=params)
+    assert handled == [lean_handles]
+    assert (fast.status_code, fast.headers["content-type"]) == (slow.status_code, slow.headers["content-type"])
+    assert fast.content == slow.content
+
+
+async def test_a_get_without_a_query_still_gets_graphiql(clients: tuple[Any, ...]) -> None:
+    lean, plain, _ = clients
+    page = await lean.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200 and page.content == (await plain.get("/graphql", headers={"accept": "text/html"})).content

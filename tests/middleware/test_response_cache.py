@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from backends.cache import LOOKUPS
 from backends.cache_codec import decode_entry
 from resolvers.ids import to_global_id
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
@@ -119,3 +121,41 @@ async def test_stored_responses_in_redis_are_tagged_msgpack_frames(
     assert {f"material:{mid}", "list:materials"} & set(tags) == {f"material:{mid}"}
     assert any(t.startswith("category:") for t in tags) and any(t.startswith("supplier:") for t in tags)
     assert "Цемент".encode() in value["body"]  # orjson bytes, stored as they are served
+
+
+async def get(client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None,
+              headers: dict[str, str] | None = None) -> httpx.Response:
+    params = {"query": query, **({"variables": json.dumps(variables)} if variables is not None else {})}
+    response = await client.get("/graphql", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_get_queries_are_served_from_the_same_entries_as_posts(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    mid = await _catalog(conn)
+    variables = {"id": to_global_id("Material", mid)}
+    first = await get(client, MATERIAL, variables)
+    assert first.headers["x-cache"] == "miss" and first.json()["data"]["material"]["name"] == "Цемент М500"
+    assert (await get(client, MATERIAL, variables)).headers["x-cache"] == "hit"
+    assert (await post(client, MATERIAL, variables)).headers["x-cache"] == "hit"  # one document, one entry
+    assert (await get(client, PAGE)).headers["x-cache"] == "miss"
+    posted = await post(client, PAGE)
+    assert posted.headers["x-cache"] == "hit"
+    keyed = await get(client, MATERIAL, variables, headers={"Authorization": "Bearer k1"})
+    assert keyed.headers["x-cache"] == "miss"
+    update = "mutation($id: ID!) { updateMaterial(id: $id, patch: {name: \"Цемент М500 Д0\"}) { errors { code } } }"
+    await post(client, update, variables)
+    changed = await get(client, MATERIAL, variables)
+    assert changed.headers["x-cache"] == "miss" and changed.json()["data"]["material"]["name"] == "Цемент М500 Д0"
+    assert (await get(client, MATERIAL, variables)).headers["x-cache"] == "hit"
+
+
+async def test_response_hits_and_misses_are_counted(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    mid = await _catalog(conn)
+    hits, misses = (LOOKUPS.labels("response", r)._value.get() for r in ("hit", "miss"))
+    for _ in range(3):
+        await post(client, MATERIAL, {"id": to_global_id("Material", mid)})
+    assert LOOKUPS.labels("response", "miss")._value.get() == misses + 1
+    assert LOOKUPS.labels("response", "hit")._value.get() == hits + 2

@@ -1,0 +1,216 @@
+"""Warm-up: the hottest entries are read back into the cache before clients ask for them.
+
+Counting (cheap, on the request path): `HotKeys.count(kind, members)` adds to a plain dict
+per kind (material ids loaded by id; documents of stored responses), trimmed to its top
+`max_keys` whenever it grows to twice that. With Redis, the counts of the last second are
+added to a sorted set per kind (`{prefix}:hot:{kind}`, one pipeline of ZINCRBY a second,
+trimmed to its top entries, halved every `decay_s` by whichever instance gets there first),
+so every instance, and an instance started later, knows the hot set of all of them.
+
+Warming (background, `Warmer`): on start, and after an invalidation burst (at least
+`burst_events` outbox events, or a reset of the tag history, applied since the last check;
+the warm-up waits for a quiet second, and for `cooldown` seconds after the previous one), the top `top` materials are loaded through the
+loaders' batch path (L1, then L2, then one statement per chunk; both levels are filled,
+under the usual freshness rules) and the top stored response documents are executed again
+through the response cache (stored only if the usual rules allow). One warm-up at a time,
+bounded work, never awaited by start-up or by a request; lookups made while warming are
+neither counted as hot nor as request hits and misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+
+from backends.redis_link import RedisLink, RedisUnavailable
+
+log = logging.getLogger(__name__)
+
+WARMING: contextvars.ContextVar[bool] = contextvars.ContextVar("cache_warming", default=False)
+WARMED = Counter("materials_cache_warmed", "Keys the warm-up read back into the cache", ["kind"])
+MAX_MEMBER_BYTES = 4096  # a response document longer than this is not remembered
+
+
+class HotKeys:
+    """Request counts per kind and member, bounded; shared through Redis when there is one."""
+
+    def __init__(self, redis: RedisLink | None, key_prefix: str, *, max_keys: int = 2000,
+                 shared_keys: int = 5000, decay_s: float = 600.0) -> None:
+        if max_keys < 1 or shared_keys < 1 or decay_s <= 0:
+            raise ValueError(f"max_keys, shared_keys and decay_s must be > 0 (got {max_keys}, {shared_keys}, {decay_s})")
+        self.redis, self.prefix = redis, key_prefix
+        self.max_keys, self.shared_keys, self.decay_s = max_keys, shared_keys, decay_s
+        self.counts: dict[str, dict[str, int]] = {}
+        self._pending: dict[str, dict[str, int]] = {}
+
+    def count(self, kind: str, members: Iterable[str]) -> None:
+        if WARMING.get():
+            return
+        counts = self.counts.setdefault(kind, {})
+        pending = self._pending.setdefault(kind, {})
+        for member in members:
+            counts[member] = counts.get(member, 0) + 1
+            pending[member] = pending.get(member, 0) + 1
+        if len(counts) >= 2 * self.max_keys:
+            self.counts[kind] = _top(counts, self.max_keys)
+        if len(pending) >= 2 * self.max_keys:
+            self._pending[kind] = _top(pending, self.max_keys)
+
+    def key(self, kind: str) -> str:
+        return f"{self.prefix}:hot:{kind}"
+
+    async def flush(self) -> None:
+        """Adds the counts since the last flush to the shared sorted sets (nothing without Redis)."""
+        pending, self._pending = self._pending, {}
+        if self.redis is None or not self.redis.available or not any(pending.values()):
+            return
+
+        def build(pipe: Any) -> None:
+            for kind, members in pending.items():
+                if not members:
+                    continue
+                key = self.key(kind)
+                for member, n in members.items():
+                    pipe.zincrby(key, n, member)
+                pipe.zremrangebyrank(key, 0, -self.shared_keys - 1)  # keep the top shared_keys
+            pipe.set(f"{self.prefix}:hot:decayed", 1, nx=True, ex=max(1, int(self.decay_s)))
+
+        try:
+            results = await self.redis.pipeline(build)
+            if results and results[-1]:  # this instance's turn: old popularity fades
+                def decay(pipe: Any) -> None:
+                    for kind in pending:
+                        pipe.zunionstore(self.key(kind), {self.key(kind): 0.5})
+
+                await self.redis.pipeline(decay)
+        except RedisUnavailable:
+            pass  # the counts of that second are lost; the local ones remain
+
+    async def top(self, kind: str, n: int) -> list[str]:
+        """The `n` most requested members: shared ones from Redis, else this process's."""
+        if self.redis is not None and self.redis.available:
+            try:
+                members = await self.redis.run(lambda r: r.zrevrange(self.key(kind), 0, n - 1))
+                if members:
+                    return [m.decode() if isinstance(m, bytes) else m for m in members]
+            except RedisUnavailable:
+                pass
+        counts = self.counts.get(kind, {})
+        return sorted(counts, key=counts.__getitem__, reverse=True)[:n]
+
+
+def _top(counts: dict[str, int], n: int) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: item[1], reverse=True)[:n])
+
+
+def response_member(document: str, name: str | None, variables: dict[str, Any] | None) -> str | None:
+    """How a stored response's request is remembered (None: too long to be worth it)."""
+    member = orjson.dumps([document, name, variables or {}], option=orjson.OPT_SORT_KEYS).decode()
+    return member if len(member) <= MAX_MEMBER_BYTES else None
+
+
+LoadMaterials = Callable[[Sequence[int]], Awaitable[None]]
+ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[None]]
+
+
+class Warmer:
+    """The background task: flushes hot counts every `interval` and warms on start and after bursts."""
+
+    def __init__(self, hot: HotKeys, events_applied: Callable[[], int], load_materials: LoadMaterials,
+                 execute_response: ExecuteResponse | None, *, top: int = 500, top_responses: int = 100,
+                 chunk: int = 100, burst_events: int = 50, interval: float = 1.0, cooldown: float = 30.0) -> None:
+        if top < 0 or top_responses < 0 or chunk < 1 or burst_events < 1 or interval <= 0 or cooldown < 0:
+            raise ValueError("Warmer: top, top_responses, cooldown >= 0; chunk, burst_events >= 1; interval > 0")
+        self.hot, self.events_applied = hot, events_applied
+        self.load_materials, self.execute_response = load_materials, execute_response
+        self.top, self.top_responses, self.chunk = top, top_responses, chunk
+        self.burst_events, self.interval, self.cooldown = burst_events, interval, cooldown
+        self.runs = 0  # warm-ups completed
+        self.ticks = 0  # checks completed (each second)
+        self.warmed = {"material": 0, "response": 0}  # keys read by the last warm-up
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Condition()
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("Warmer.start() called twice")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cache-warmup")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            with contextlib.suppress(Exception):
+                await self.hot.flush()  # the last second's counts
+
+    async def wait_runs(self, runs: int) -> None:
+        """Returns once `runs` warm-ups have completed (tests and benches)."""
+        async with self._done:
+            await self._done.wait_for(lambda: self.runs >= runs)
+
+    async def wait_ticks(self, ticks: int) -> None:
+        """Returns once `ticks` checks have completed (tests)."""
+        async with self._done:
+            await self._done.wait_for(lambda: self.ticks >= ticks)
+
+    async def _run(self) -> None:
+        pending = True  # the start-up warm-up
+        seen = self.events_applied()
+        allowed_at = 0.0  # steady writes are not a burst each second: at most one warm-up per cooldown
+        while True:
+            try:
+                applied = self.events_applied()
+                burst = applied - seen >= self.burst_events
+                seen = applied
+                if burst:
+                    pending = True  # warm once the burst is over, not in the middle of it
+                elif pending and time.monotonic() >= allowed_at:
+                    pending = False
+                    await self.warm()
+                    allowed_at = time.monotonic() + self.cooldown
+                await self.hot.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the warm-up is an optimisation: log and go on
+                log.warning("cache warm-up: %s", exc or type(exc).__name__)
+            async with self._done:
+                self.ticks += 1
+                self._done.notify_all()
+            await asyncio.sleep(self.interval)
+
+    async def warm(self) -> None:
+        token = WARMING.set(True)
+        try:
+            warmed = {"material": 0, "response": 0}
+            ids = [int(m) for m in await self.hot.top("material", self.top) if m.isdigit()]
+            for start in range(0, len(ids), self.chunk):
+                batch = ids[start:start + self.chunk]
+                await self.load_materials(batch)
+                warmed["material"] += len(batch)
+            if self.execute_response is not None and self.top_responses:
+                for member in await self.hot.top("response", self.top_responses):
+                    try:
+                        document, name, variables = orjson.loads(member)
+                    except (orjson.JSONDecodeError, ValueError):
+                        continue
+                    await self.execute_response(document, name, variables)
+                    warmed["response"] += 1
+            for kind, n in warmed.items():
+                WARMED.labels(kind).inc(n)
+            self.warmed = warmed
+            log.info("cache warm-up: %d materials, %d responses", warmed["material"], warmed["response"])
+        finally:
+            WARMING.reset(token)
+            async with self._done:
+                self.runs += 1
+                self._done.notify_all()
