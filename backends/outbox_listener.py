@@ -17,34 +17,25 @@ from typing import Any
 
 import asyncpg
 
+from backends.background import BackgroundJob
 from backends.freshness import Freshness
 
 log = logging.getLogger(__name__)
 CHANNEL = "events"  # pg_notify channel of migrations/0007_events_notify.sql
 
 
-class OutboxListener:
+class OutboxListener(BackgroundJob):
     """`start()` after the pool is open, `stop()` before it closes."""
+
+    task_name = "outbox-listener"
 
     def __init__(self, dsn: str, freshness: Freshness, *, retry_after: float = 1.0, idle_check: float = 5.0) -> None:
         if retry_after <= 0 or idle_check <= 0:
             raise ValueError(f"retry_after and idle_check must be > 0 (got {retry_after}, {idle_check})")
         self.dsn, self.freshness = dsn, freshness
         self.retry_after, self.idle_check = retry_after, idle_check
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self.wakeups = 0  # notifications acted on
-
-    def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("OutboxListener.start() called twice")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         wake = asyncio.Event()

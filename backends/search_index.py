@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from backends.background import BackgroundJob
 from backends.embedder import Embedder
 from backends.postgres import PostgresBackend
 from backends.vectors import VectorIndex, VectorIndexError, VectorPayload, VectorPoint, collection_name
@@ -238,24 +239,16 @@ class VectorIndexer:
         return last - cursor
 
 
-class IndexerLoop:
+class IndexerLoop(BackgroundJob):
     """Runs the indexers in the background of a server: catch up, then poll the outbox."""
+
+    task_name = "search-indexers"
 
     def __init__(self, steps: Sequence[tuple[str, Callable[[], Awaitable[int]]]], *, interval: float = 0.5) -> None:
         self.steps, self.interval = steps, interval
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self.wake = asyncio.Event()
         self.errors = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="search-indexers")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:

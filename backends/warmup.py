@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 
+from backends.background import BackgroundJob
 from backends.redis_link import RedisLink, RedisUnavailable
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,10 @@ LoadMaterials = Callable[[Sequence[int]], Awaitable[None]]
 ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[None]]
 
 
-class Warmer:
+class Warmer(BackgroundJob):
     """The background task: flushes hot counts every `interval` and warms on start and after bursts."""
+
+    task_name = "cache-warmup"
 
     def __init__(self, hot: HotKeys, events_applied: Callable[[], int], load_materials: LoadMaterials,
                  execute_response: ExecuteResponse | None, *, top: int = 500, top_responses: int = 100,
@@ -136,20 +139,13 @@ class Warmer:
         self.runs = 0  # warm-ups completed
         self.ticks = 0  # checks completed (each second)
         self.warmed = {"material": 0, "response": 0}  # keys read by the last warm-up
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self._done = asyncio.Condition()
 
-    def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("Warmer.start() called twice")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cache-warmup")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        running = self._task is not None
+        await super().stop()
+        if running:
             with contextlib.suppress(Exception):
                 await self.hot.flush()  # the last second's counts
 
