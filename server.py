@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -413,9 +414,20 @@ def indexer_loop(search: SearchService, indexers: Sequence[Any]) -> IndexerLoop:
     return IndexerLoop([("text", text.run_once), ("vectors", vector_step), ("popular", search.flush_popular)])
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process through SystemExit, so exit handlers run.
+
+    uvicorn shuts down on SIGTERM and then raises it again; with the default handler that kills
+    the process before `atexit` handlers run, and the embedded PostgreSQL (which pgserver stops
+    from one) would outlive the server.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
+    _exit_on_sigterm()
     workers = args.workers or settings.workers
     host, port = args.host or settings.host, args.port or settings.port
     if workers > 1:

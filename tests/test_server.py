@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def test_embedded_default_serves_a_demo_catalog_and_keeps_it_across_restarts(tmp
     finally:
         stop(proc)
     assert (tmp_path / "pg" / "PG_VERSION").is_file()
+    # A server stopped with SIGTERM (as service managers stop it) stops its embedded PostgreSQL.
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()
 
     proc = start_server(tmp_path, port)
     try:
