@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 
 
-class BackgroundJob:
+class BackgroundJob(abc.ABC):
     """`start()` runs `_run()` as a task named `task_name`; `stop()` cancels it and waits for it.
 
     Subclasses implement `_run()` (a loop that ends only when cancelled) and call
@@ -17,8 +18,9 @@ class BackgroundJob:
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """The job: a loop that ends only when cancelled."""
 
     def start(self) -> None:
         if self._task is not None:

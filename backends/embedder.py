@@ -14,6 +14,7 @@ a stable hash of model id + normalised text.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import os
@@ -82,7 +83,7 @@ class QueryVectorCache:
             self._entries.popitem(last=False)
 
 
-class _CachedQueries:
+class _CachedQueries(abc.ABC):
     """Query embedding with the L1 cache and one computation per key under concurrency."""
 
     model_id: str
@@ -112,8 +113,9 @@ class _CachedQueries:
         finally:
             del self._inflight[key]
 
+    @abc.abstractmethod
     async def _embed_query(self, text: str) -> np.ndarray:
-        raise NotImplementedError
+        """The query's vector, computed (the cache and in-flight sharing are done above)."""
 
 
 class E5Embedder(_CachedQueries):

@@ -322,11 +322,8 @@ class SearchService:
 
     # -- the two sides ------------------------------------------------------------------
 
-    async def text_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
-        return (await self._text(query, spec, limit))[0]
-
-    async def _text(self, query: str, spec: MaterialFilterSpec,
-                    limit: int) -> tuple[list[tuple[int, float]], str | None]:
+    async def text_side(self, query: str, spec: MaterialFilterSpec,
+                        limit: int) -> tuple[list[tuple[int, float]], str | None]:
         """The text side's hits, and the query with misspelt words corrected (None when none were)."""
         raw = query.strip()
         if not raw:
@@ -361,17 +358,6 @@ class SearchService:
                          if r["id"] not in seen]
         return hits[:limit], corrected
 
-    async def text_scores(self, query: str, ids: Sequence[int]) -> dict[int, float]:
-        """The text side's score of given materials (1 + rank with every word, rank with some, else 0)."""
-        if not ids:
-            return {}
-        async with self.pg.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT s.material_id AS id, {_TEXT_SCORE} AS score "
-                f"FROM {_TEXT_SCORE_FROM.format(q='$1')}, material_search s WHERE s.material_id = ANY($2::bigint[])",
-                query, list(ids))
-        return {r["id"]: float(r["score"]) for r in rows}
-
     async def _vector_filter(self, spec: MaterialFilterSpec) -> VectorFilter:
         unit = None
         if spec.unit is not None:
@@ -388,7 +374,7 @@ class SearchService:
 
     async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec, query: str | None = None) -> dict[int, float]:
         """Which of `ids` exist, are not deleted and pass every filter, by PostgreSQL; with
-        `query`, each one's full-text score for it (as `text_scores`), else 0."""
+        `query`, each one's full-text score for it (as the text side scores it), else 0."""
         if not ids:
             return {}
         params = SqlParams()
@@ -405,11 +391,8 @@ class SearchService:
                 f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
         return {r["id"]: r["score"] for r in rows}
 
-    async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int) -> list[tuple[int, float]]:
-        return (await self._vector(query, spec, limit))[0]
-
-    async def _vector(self, query: str, spec: MaterialFilterSpec,
-                      limit: int) -> tuple[list[tuple[int, float]], dict[int, float]]:
+    async def vector_side(self, query: str, spec: MaterialFilterSpec,
+                          limit: int) -> tuple[list[tuple[int, float]], dict[int, float]]:
         """The vector side's live hits (id, cosine), and the full-text score of each."""
         if self.embedder is None or self.index is None:
             raise SearchUnavailable("no vector index is configured")
@@ -443,10 +426,10 @@ class SearchService:
             try:
                 if side == "text":
                     async with asyncio.timeout(tuning.text_timeout):
-                        text, corrected = await self._text(query, spec, depth)
+                        text, corrected = await self.text_side(query, spec, depth)
                 else:
                     async with asyncio.timeout(tuning.vector_timeout):
-                        vector, vector_text = await self._vector(query, spec, max(depth, tuning.vector_depth))
+                        vector, vector_text = await self.vector_side(query, spec, max(depth, tuning.vector_depth))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers

@@ -193,8 +193,8 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
             outcome = await service.search(text, spec, mode, count=False)
             per_mode[mode].append(metrics(expand([h.material_id for h in outcome.hits], products), judged))
         if sweep:  # each side once, as search() reads them; the sweep fuses them again per setting
-            vector, vector_text = await service._vector(text, spec, max(tuning.depth, tuning.vector_depth))
-            sides[qid] = ((await service._text(text, spec, tuning.depth))[0], vector, vector_text)
+            vector, vector_text = await service.vector_side(text, spec, max(tuning.depth, tuning.vector_depth))
+            sides[qid] = ((await service.text_side(text, spec, tuning.depth))[0], vector, vector_text)
     print(f"\n{len(queries)} queries x {len(modes)} modes in {time.perf_counter() - started:.1f} s "
           f"(fusion {tuning.fusion}: rank weight {tuning.rank_weight}, every-word bonus {tuning.every_word_bonus}; "
           f"text depth {tuning.depth}, vector depth {tuning.vector_depth})")
