@@ -136,17 +136,16 @@ class E5Embedder(_CachedQueries):
         self._inflight = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
 
-    def _passages_sync(self, texts: Sequence[str]) -> np.ndarray:
+    async def passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeds in batches of `batch_size`, each its own job on the model's thread, so a
+        search's query waits for one batch at most, not for the indexer's whole list (which
+        made every search during a first indexing time out on its vector side)."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
-            out[start:start + len(chunk)] = self._model.passage(chunk)
+            out[start:start + len(chunk)] = await loop.run_in_executor(self._executor, self._model.passage, chunk)
         return out
-
-    async def passages(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._passages_sync, texts)
 
     async def _embed_query(self, text: str) -> np.ndarray:
         vector = await asyncio.get_running_loop().run_in_executor(self._executor, self._model.query, text)
