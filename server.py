@@ -25,18 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.extensions import ParserCache, ValidationCache
 
+from backends import metrics
 from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
 from backends.freshness import Freshness
-from backends.migrator import apply_migrations, discover, pending_migrations
+from backends.gauges import GaugeSampler, PoolWatch
+from backends.health import readiness
+from backends.migrator import apply_migrations, discover
 from backends.outbox_listener import OutboxListener
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
@@ -45,9 +49,12 @@ from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
 from backends.warmup import HotKeys, Warmer
 from loaders.registry import RequestLoaders
+from middleware.compression import CompressMiddleware
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
+from middleware.json_logs import logging_config
 from middleware.lean_queries import LeanQueries
+from middleware.observability import ObservabilityMiddleware, OperationOutcomeExtension
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
 from resolvers.context import Context
@@ -120,6 +127,22 @@ class Settings:
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
+    # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
+    metrics: bool = True  # /metrics (prometheus-client) and the request metrics
+    prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
+    log_format: str = "json"  # json (one object per line, with request and trace ids) or text
+    breaker_threshold: int = 3  # consecutive failures that open a backend's circuit (Redis, vector store, embedder)
+    breaker_reset_s: float = 5.0  # how long an open circuit fails fast before letting a call try again
+    database_read_url: str | None = None  # a read replica: read-only catalog and price reads go there
+    pg_read_pool_min: int = 0
+    pg_read_pool_max: int = 10
+    pg_idle_s: float = 60.0  # idle pooled connections are closed after this long (down to the pool's minimum)
+    compression: bool = True  # gzip, brotli or zstd responses, negotiated from Accept-Encoding
+    compression_min_bytes: int = 1024  # smaller bodies are sent as they are
+    otel_exporter_otlp_endpoint: str | None = None  # OTLP/HTTP collector (e.g. http://collector:4318): tracing on
+    otel_service_name: str = "materials-graphql"
+    trace_sample_ratio: float = 0.1  # share of requests traced (and their top-level resolvers timed)
+    tracing: bool = False  # spans without an exporter (tests, benches); on whenever an OTLP endpoint is set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -160,6 +183,22 @@ class Settings:
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
+            # issue 8
+            metrics=_flag(env.get("METRICS"), default=True),
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            log_format=(env.get("LOG_FORMAT") or "json").lower(),
+            breaker_threshold=_int(env, "BREAKER_THRESHOLD", 3),
+            breaker_reset_s=_float(env, "BREAKER_RESET_S", 5.0),
+            database_read_url=env.get("DATABASE_READ_URL") or None,
+            pg_read_pool_min=_int(env, "PG_READ_POOL_MIN", 0),
+            pg_read_pool_max=_int(env, "PG_READ_POOL_MAX", 10),
+            pg_idle_s=_float(env, "PG_IDLE_S", 60.0),
+            compression=_flag(env.get("COMPRESSION"), default=True),
+            compression_min_bytes=_int(env, "COMPRESSION_MIN_BYTES", 1024),
+            otel_exporter_otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            otel_service_name=env.get("OTEL_SERVICE_NAME") or "materials-graphql",
+            trace_sample_ratio=_float(env, "TRACE_SAMPLE_RATIO", 0.1),
+            tracing=_flag(env.get("TRACING")),
         )
 
     def resolved_database_url(self) -> str:
@@ -288,14 +327,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
     pg = PostgresBackend(settings.resolved_database_url(), min_size=settings.pg_pool_min,
-                         max_size=settings.pg_pool_max)
-    catalog, prices = CatalogReader(pg), PriceReader(pg)
+                         max_size=settings.pg_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s)
+    read_pg = build_read_pool(settings)  # issue 8: DATABASE_READ_URL replica (None: reads on the primary)
+    catalog, prices = CatalogReader(pg, read_pg), PriceReader(pg, read_pg)
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
+    guard_backends(settings, search, redis)  # issue 8: circuit breakers
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
         extensions.append(QueryStatsExtension)
+    extensions += operation_extensions(settings)  # issue 8: outcome per operation, resolver timings, spans
     schema = build_schema(extensions)
 
     def make_context(request: Any, response: Any) -> Context:
@@ -323,23 +365,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def ready(_: Request) -> JSONResponse:
-        started = time.perf_counter()
-        try:
-            async with pg.pool.acquire() as conn:
-                pending = await pending_migrations(conn)
-            state: dict[str, Any] = {"status": "up" if not pending else "migrating", "pendingMigrations": pending}
-        except Exception as exc:  # any failure means "not ready"; the reason is reported
-            state = {"status": "down", "error": str(exc)}
-        state["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
-        ok = state["status"] == "up"
-        return JSONResponse({"status": "ready" if ok else "not ready", "postgres": state},
-                            status_code=200 if ok else 503)
+        ok, report = await readiness(pg, redis, search)  # issue 8: every backend's state and latency
+        return JSONResponse(report, status_code=200 if ok else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
+        if read_pg is not None:
+            await read_pg.open()
         if redis is not None:
             await redis.open()
+        sampler = start_gauges(settings, pg, read_pg, cache, redis, search)  # issue 8
         loop: IndexerLoop | None = None
         listener: OutboxListener | None = None
         try:
@@ -357,6 +393,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             gc.unfreeze()
+            await sampler.stop()
+            if read_pg is not None:
+                await read_pg.close()
             if warmer is not None:
                 await warmer.stop()
             if listener is not None:
@@ -372,12 +411,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
+        *operation_routes(settings),  # issue 8: /metrics
         Route("/graphql", graphql_app),
         WebSocketRoute("/graphql", graphql_app),
     ]
     if assets is not None:
         routes.insert(0, Mount(assets.url_prefix, StaticFiles(directory=assets.directory), name="graphiql-assets"))
-    app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan)
+    app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan,
+                    middleware=operation_middleware(settings))  # issue 8: request ids, logs, compression
     app.state.settings = settings
     app.state.pg = pg
     app.state.search = search
@@ -386,6 +427,88 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.redis = redis
     app.state.warmer = warmer
     return app
+
+
+# -- issue 8: running it in production -------------------------------------------------------------
+
+def build_read_pool(settings: Settings) -> PostgresBackend | None:
+    """The pool of the DATABASE_READ_URL replica, for the catalog and price readers."""
+    if not settings.database_read_url:
+        return None
+    return PostgresBackend(settings.database_read_url, min_size=settings.pg_read_pool_min,
+                           max_size=settings.pg_read_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s)
+
+
+def guard_backends(settings: Settings, search: SearchService, redis: RedisLink | None) -> None:
+    """Circuit breakers around the optional backends (backends.breakers): Redis, vectors, embedder."""
+    from backends.breakers import Breaker, GuardedEmbedder, GuardedVectorIndex
+
+    def breaker(name: str) -> Breaker:
+        made = Breaker(name, threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
+        metrics.add_sampler(made.sample)
+        return made
+
+    if redis is not None:
+        redis.breaker = breaker("redis")
+    if search.index is not None:
+        search.index = GuardedVectorIndex(search.index, breaker("vector_store"))
+    if search.embedder is not None:
+        search.embedder = GuardedEmbedder(search.embedder, breaker("embedder"))
+
+
+def operation_extensions(settings: Settings) -> list[Any]:
+    """Schema extensions of issue 8: the operation's name and outcome for the request log and metrics."""
+    return [OperationOutcomeExtension]
+
+
+def operation_routes(settings: Settings) -> list[Any]:
+    if not settings.metrics:
+        return []
+
+    async def scrape(_: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return [Route("/metrics", scrape)]
+
+
+def operation_middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first: request ids, logs and metrics see the whole request, compressed or not."""
+    stack = [Middleware(ObservabilityMiddleware)]
+    if settings.compression:
+        stack.append(Middleware(CompressMiddleware, minimum_size=settings.compression_min_bytes))
+    return stack
+
+
+def start_gauges(settings: Settings, pg: PostgresBackend, read_pg: PostgresBackend | None,
+                 cache: TwoLevelCache | None, redis: RedisLink | None, search: SearchService) -> GaugeSampler:
+    pools = [PoolWatch("primary", pg)] + ([PoolWatch("replica", read_pg)] if read_pg is not None else [])
+    sampler = GaugeSampler(pools, cache.freshness if cache is not None else None)
+    metrics.add_sampler(sampler.sample_pools)
+    sampler.start()
+    return sampler
+
+
+def serve_logging(settings: Settings) -> dict[str, Any]:
+    """uvicorn's log_config: JSON lines (LOG_FORMAT=json, the default) or text, in every worker."""
+    if settings.log_format not in ("json", "text"):
+        raise SystemExit(f"setting LOG_FORMAT must be json or text (got {settings.log_format!r})")
+    return logging_config(settings.log_format)
+
+
+def metrics_for_workers(settings: Settings, workers: int) -> None:
+    """Multiprocess metrics for `serve --workers N`: a fresh PROMETHEUS_MULTIPROC_DIR the workers
+    inherit (prometheus-client reads it when a worker imports it)."""
+    if workers <= 1 or not settings.metrics:
+        return
+    import shutil
+    import tempfile
+
+    folder = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="materials-metrics-")
+    if settings.prometheus_multiproc_dir:  # values of an earlier run would add up with this one's
+        shutil.rmtree(folder, ignore_errors=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 
 
 async def open_vector_index(search: SearchService) -> None:
@@ -430,13 +553,16 @@ def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
     _exit_on_sigterm()
     workers = args.workers or settings.workers
     host, port = args.host or settings.host, args.port or settings.port
+    log_config = serve_logging(settings)
     if workers > 1:
         # Workers build their own app from the environment: hand them the resolved DSN.
         os.environ["DATABASE_URL"] = settings.resolved_database_url()
+        metrics_for_workers(settings, workers)
         uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False)
+                    log_level="info", access_log=False, log_config=log_config)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
+                log_config=log_config)
 
 
 async def _with_connection(settings: Settings, work: Any) -> Any:

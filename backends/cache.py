@@ -22,15 +22,13 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from backends.cache_codec import cache_key, decode_entry, encode_entry
 from backends.freshness import Freshness
+from backends.metrics import CACHE_LOOKUPS as LOOKUPS
+from backends.metrics import CACHE_REDIS_ERRORS as REDIS_ERRORS
 from backends.redis_link import RedisLink, RedisUnavailable
 from backends.warmup import WARMING, HotKeys
 
-LOOKUPS = Counter("materials_cache_lookups", "Cache lookups by level and result", ["level", "result"])
-REDIS_ERRORS = Counter("materials_cache_redis_errors", "Redis calls the cache gave up on")
 HOT_KINDS = frozenset({"material"})  # kinds whose keys the warm-up counts (backends.warmup)
 
 

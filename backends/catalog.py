@@ -223,18 +223,19 @@ def material_count_query(spec: MaterialFilterSpec, *, scoped_to_categories: bool
 class CatalogReader:
     """Batched reads of the catalog tables."""
 
-    def __init__(self, pg: PostgresBackend) -> None:
-        self.pg = pg
+    def __init__(self, pg: PostgresBackend, read: PostgresBackend | None = None) -> None:
+        self.pg = pg  # the primary (writers reach it through here)
+        self.read = read or pg  # where these reads go: a DATABASE_READ_URL replica when configured
 
     async def materials_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANION_COLUMNS} FROM materials m "
             f"{MATERIAL_COMPANION_JOINS} WHERE m.id = ANY($1::bigint[])",
             ids,
         )
 
     async def materials_by_skus(self, skus: Sequence[str]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             f"SELECT {MATERIAL_COLUMNS}, {MATERIAL_COMPANION_COLUMNS} FROM materials m "
             f"{MATERIAL_COMPANION_JOINS} "
             "WHERE m.sku = ANY($1::text[]) AND m.deleted_at IS NULL",
@@ -245,51 +246,51 @@ class CatalogReader:
         self, spec: MaterialFilterSpec, page: PageSpec, plan: MaterialReadPlan = FULL_ROWS
     ) -> list[asyncpg.Record]:
         sql, args = material_page_query(spec, page, plan=plan)
-        return await self.pg.fetch(sql, *args)
+        return await self.read.fetch(sql, *args)
 
     async def material_count(self, spec: MaterialFilterSpec) -> int:
         sql, args = material_count_query(spec)
-        return int(await self.pg.fetchval(sql, *args))
+        return int(await self.read.fetchval(sql, *args))
 
     async def material_pages_by_category(
         self, category_ids: Sequence[int], spec: MaterialFilterSpec, page: PageSpec
     ) -> list[asyncpg.Record]:
         sql, args = material_page_query(spec, page, scoped_to_categories=True)
         args[0] = list(category_ids)
-        return await self.pg.fetch(sql, *args)
+        return await self.read.fetch(sql, *args)
 
     async def material_counts_by_category(
         self, category_ids: Sequence[int], spec: MaterialFilterSpec
     ) -> list[asyncpg.Record]:
         sql, args = material_count_query(spec, scoped_to_categories=True)
         args[0] = list(category_ids)
-        return await self.pg.fetch(sql, *args)
+        return await self.read.fetch(sql, *args)
 
     async def categories_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch("SELECT id, parent_id, name FROM categories WHERE id = ANY($1::bigint[])", ids)
+        return await self.read.fetch("SELECT id, parent_id, name FROM categories WHERE id = ANY($1::bigint[])", ids)
 
     async def categories_by_parent_ids(self, parent_ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             "SELECT id, parent_id, name FROM categories WHERE parent_id = ANY($1::bigint[]) ORDER BY name, id",
             parent_ids,
         )
 
     async def root_categories(self) -> list[asyncpg.Record]:
-        return await self.pg.fetch("SELECT id, parent_id, name FROM categories WHERE parent_id IS NULL ORDER BY name, id")
+        return await self.read.fetch("SELECT id, parent_id, name FROM categories WHERE parent_id IS NULL ORDER BY name, id")
 
     async def units_by_codes(self, codes: Sequence[str]) -> list[asyncpg.Record]:
-        return await self.pg.fetch("SELECT code, name, aliases FROM units WHERE code = ANY($1::text[])", codes)
+        return await self.read.fetch("SELECT code, name, aliases FROM units WHERE code = ANY($1::text[])", codes)
 
     async def all_units(self) -> list[asyncpg.Record]:
-        return await self.pg.fetch("SELECT code, name, aliases FROM units ORDER BY code")
+        return await self.read.fetch("SELECT code, name, aliases FROM units ORDER BY code")
 
     async def unit_codes_by_aliases(self, aliases: Sequence[str]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             "SELECT alias, unit_code FROM unit_aliases WHERE alias = ANY($1::text[])", aliases
         )
 
     async def suppliers_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch("SELECT id, name FROM suppliers WHERE id = ANY($1::bigint[])", ids)
+        return await self.read.fetch("SELECT id, name FROM suppliers WHERE id = ANY($1::bigint[])", ids)
 
     async def supplier_page(self, page: PageSpec) -> list[asyncpg.Record]:
         params = SqlParams()
@@ -297,7 +298,7 @@ class CatalogReader:
         where = f"WHERE {keyset}" if keyset else ""
         limit = str(int(page.limit))  # literal, not a parameter: see backends.catalog.material_page_query
         direction = "DESC" if page.descending else "ASC"
-        return await self.pg.fetch(
+        return await self.read.fetch(
             f"SELECT id, name, name AS sort_key FROM suppliers {where} "
             f"ORDER BY name {direction}, id {direction} LIMIT {limit}",
             *params.values,

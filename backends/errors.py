@@ -14,6 +14,10 @@ class BackendStateError(BackendError):
 class BackendUnavailable(BackendError):
     """The engine behind a backend cannot be reached (down, refused, timed out)."""
 
+    # graphql-core copies an original error's `extensions` into the GraphQLError it wraps it
+    # in: a resolver that fails on an unavailable backend answers with code UNAVAILABLE.
+    extensions = {"code": "UNAVAILABLE"}  # noqa: RUF012 (read-only, shared on purpose)
+
 
 class MigrationError(BackendError):
     """A migration file failed to apply; the transaction was rolled back."""

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 import asyncpg
 
 from backends.errors import BackendError
+from backends.metrics import IMPORT_ROWS
 from backends.outbox import lock_outbox
 from backends.postgres import PostgresBackend
 from backends.pricefile import (
@@ -215,7 +216,11 @@ async def import_price_list(
     effective = effective_at or datetime.now(UTC)
     try:
         async with pg.transaction() as conn:
-            return await _import(_Patient(conn), supplier_id, price_file, effective, progress, started)
+            result = await _import(_Patient(conn), supplier_id, price_file, effective, progress, started)
+        # Counted once committed: rolled-back rows were never imported.
+        IMPORT_ROWS.labels("stored").inc(result.row_count)
+        IMPORT_ROWS.labels("rejected").inc(result.rejected_count)
+        return result
     except _Duplicate as dup:
         return duplicate(dup.row)
     finally:

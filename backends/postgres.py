@@ -41,6 +41,11 @@ def track_queries(*, keep_statements: bool = False) -> QueryStats:
     return stats
 
 
+def current_query_stats() -> QueryStats | None:
+    """The counter the current context counts into (the latest `track_queries()` here), if any."""
+    return _current_stats.get()
+
+
 def _count_round_trip(record: Any) -> None:
     stats = _current_stats.get()
     if stats is not None:
@@ -189,8 +194,14 @@ class PostgresBackend:
             raise BackendUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
 
     def pool_usage(self) -> dict[str, int]:
+        """Connections open, idle, in use, the maximum, and acquires waiting for one."""
         pool = self.pool
-        return {"size": pool.get_size(), "idle": pool.get_idle_size(), "max": pool.get_max_size()}
+        size, idle = pool.get_size(), pool.get_idle_size()
+        # asyncpg keeps no count of waiting acquires; its queue's waiters are them (private,
+        # so read defensively: 0 if a later asyncpg names it otherwise).
+        waiters = getattr(getattr(pool, "_queue", None), "_getters", ())
+        waiting = sum(1 for w in waiters if not w.done())
+        return {"size": size, "idle": idle, "in_use": size - idle, "max": pool.get_max_size(), "waiting": waiting}
 
 
 async def copy_records(

@@ -37,12 +37,13 @@ class HistorySpec:
 class PriceReader:
     """Batched reads of prices and price lists."""
 
-    def __init__(self, pg: PostgresBackend) -> None:
-        self.pg = pg
+    def __init__(self, pg: PostgresBackend, read: PostgresBackend | None = None) -> None:
+        self.pg = pg  # the primary (writers reach it through here)
+        self.read = read or pg  # where these reads go: a DATABASE_READ_URL replica when configured
 
     async def current_prices_by_material_ids(self, material_ids: Sequence[int]) -> list[asyncpg.Record]:
         # Cheapest first: bestPrice is then the first row of the right currency.
-        return await self.pg.fetch(
+        return await self.read.fetch(
             f"SELECT {PRICE_COLUMNS.replace('p.id', 'p.price_id AS id')}, {SUPPLIER_COMPANION} FROM current_prices p "
             f"{SUPPLIER_JOIN.format(p='p')} "
             "WHERE p.material_id = ANY($1::bigint[]) ORDER BY p.material_id, p.unit_price, p.supplier_id",
@@ -70,7 +71,7 @@ class PriceReader:
             f"WHERE {' AND '.join(where)} ORDER BY p.valid_from DESC, p.id DESC LIMIT {limit}) h "
             f"{SUPPLIER_JOIN.format(p='h')} ORDER BY s.ord, h.valid_from DESC, h.id DESC"
         )
-        return await self.pg.fetch(sql, *params.values)
+        return await self.read.fetch(sql, *params.values)
 
     async def price_pages_by_price_list_ids(
         self, price_list_ids: Sequence[int], page: PageSpec
@@ -90,10 +91,10 @@ class PriceReader:
             f"WHERE {' AND '.join(where)} ORDER BY p.id LIMIT {limit}) h "
             "WHERE pl.id = ANY($1::bigint[])"
         )
-        return await self.pg.fetch(sql, *params.values)
+        return await self.read.fetch(sql, *params.values)
 
     async def price_lists_by_ids(self, ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             f"SELECT {PRICE_LIST_COLUMNS} FROM price_lists pl WHERE pl.id = ANY($1::bigint[])", ids
         )
 
@@ -112,10 +113,10 @@ class PriceReader:
             f"CROSS JOIN LATERAL (SELECT {PRICE_LIST_COLUMNS}, pl.version AS sort_key FROM price_lists pl "
             f"WHERE {' AND '.join(where)} ORDER BY pl.version DESC, pl.id DESC LIMIT {limit}) h"
         )
-        return await self.pg.fetch(sql, *params.values)
+        return await self.read.fetch(sql, *params.values)
 
     async def rejected_rows(self, price_list_id: int, after_line: int | None, limit: int) -> list[asyncpg.Record]:
-        return await self.pg.fetch(
+        return await self.read.fetch(
             'SELECT line, "column", message, raw FROM price_list_rejected_rows '
             "WHERE price_list_id = $1 AND line > coalesce($2, 0) ORDER BY line LIMIT $3",
             price_list_id,

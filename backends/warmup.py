@@ -28,15 +28,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
 
 from backends.background import BackgroundJob
+from backends.metrics import CACHE_WARMED as WARMED
 from backends.redis_link import RedisLink, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
 WARMING: contextvars.ContextVar[bool] = contextvars.ContextVar("cache_warming", default=False)
-WARMED = Counter("materials_cache_warmed", "Keys the warm-up read back into the cache", ["kind"])
 MAX_MEMBER_BYTES = 4096  # a response document longer than this is not remembered
 
 

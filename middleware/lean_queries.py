@@ -24,6 +24,7 @@ from starlette.responses import Response
 from strawberry.schema.schema import validate_document
 
 from backends.postgres import track_queries
+from middleware.observability import note_operation, outcome_of
 from middleware.response_cache import ResponseCache
 
 DOCUMENT_CACHE_SIZE = 1024
@@ -104,6 +105,8 @@ class LeanQueries:
         if operation is None or operation.operation is not OperationType.QUERY:
             return False
 
+        label = name or (operation.name.value if operation.name else None)
+        note_operation(label, "ok")  # the outcome is corrected by _execute (errors) or below (cached)
         context = self._context_factory(Request(scope, receive), None)
         view = getattr(context, "cache", None)
         if self._responses is None or view is None or not self._responses.answers(operation):
@@ -116,6 +119,8 @@ class LeanQueries:
             view, key, lambda: self._execute(document, context, variables, name, stored=fresh))
         # The stored bytes never hold this request's queryStats; a miss answers with them.
         body = stored if hit or not fresh else fresh[0]
+        if hit:
+            note_operation(label, "cached")
         headers = {"x-cache": "hit" if hit else "miss"}
         await Response(body, media_type="application/json", headers=headers)(scope, receive, send)
         return True
@@ -155,6 +160,7 @@ class LeanQueries:
             result = await result
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
+            note_operation(name or _operation_name(document), outcome_of(result.errors))
             self._schema.process_errors(result.errors)
             payload["errors"] = [error.formatted for error in result.errors]
         plain = body = orjson.dumps(payload)
@@ -165,3 +171,8 @@ class LeanQueries:
             return body, not result.errors
         stored.append(body)
         return plain, not result.errors
+
+
+def _operation_name(document: Any) -> str | None:
+    operation = get_operation_ast(document)
+    return operation.name.value if operation is not None and operation.name is not None else None

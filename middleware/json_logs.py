@@ -1,0 +1,57 @@
+"""Structured logs: one JSON object per line, with the current request's id and trace id.
+
+    {"ts": "2026-11-24T22:30:01.123Z", "level": "INFO", "logger": "materials.requests",
+     "message": "request", "requestId": "...", "traceId": "...", ...fields}
+
+`extra={"fields": {...}}` on a log call adds its keys to the object (the request line of
+middleware.observability does); an exception adds "exception" with the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from middleware.observability import current_observation
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Formats a record as one line of JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        observation = current_observation()
+        if observation is not None:
+            entry["requestId"] = observation.request_id
+            if observation.trace_id:
+                entry["traceId"] = observation.trace_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if v is not None})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def logging_config(fmt: str = "json", level: str = "INFO") -> dict[str, Any]:
+    """A `logging.config.dictConfig` for the server (uvicorn applies it in every worker process):
+    everything, uvicorn's own records included, to stderr as JSON lines or as plain text."""
+    formatter: dict[str, Any] = ({"()": f"{__name__}.JsonLogFormatter"} if fmt == "json" else
+                                 {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"})
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
+    }
