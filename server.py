@@ -57,6 +57,13 @@ from middleware.lean_queries import LeanQueries
 from middleware.observability import ObservabilityMiddleware, OperationOutcomeExtension
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
+from middleware.tracing import (
+    TopLevelResolverTimer,
+    Tracing,
+    TracingMiddleware,
+    resolver_middleware,
+    with_tracer,
+)
 from resolvers.context import Context
 from schema import build_schema
 
@@ -333,11 +340,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
     guard_backends(settings, search, redis)  # issue 8: circuit breakers
+    tracing = build_tracing(settings)  # issue 8: OpenTelemetry (None: off)
+    resolver_timer = TopLevelResolverTimer(tracing.tracer if tracing is not None else None)
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
         extensions.append(QueryStatsExtension)
-    extensions += operation_extensions(settings)  # issue 8: outcome per operation, resolver timings, spans
+    extensions += [OperationOutcomeExtension, with_tracer(resolver_timer.tracer)]  # issue 8
     schema = build_schema(extensions)
 
     def make_context(request: Any, response: Any) -> Context:
@@ -355,7 +364,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     assets = find_graphiql_assets()
     responses = ResponseCache() if cache is not None and settings.response_cache else None
-    lean = (LeanQueries(schema, make_context, query_stats=settings.debug, responses=responses)
+    lean = (LeanQueries(schema, make_context, query_stats=settings.debug, responses=responses,
+                        middleware_for=lambda: resolver_middleware(resolver_timer))  # issue 8: sampled timings
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
@@ -376,6 +386,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if redis is not None:
             await redis.open()
         sampler = start_gauges(settings, pg, read_pg, cache, redis, search)  # issue 8
+        if tracing is not None:
+            tracing.start()
         loop: IndexerLoop | None = None
         listener: OutboxListener | None = None
         try:
@@ -394,6 +406,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             gc.unfreeze()
             await sampler.stop()
+            if tracing is not None:
+                tracing.stop()
             if read_pg is not None:
                 await read_pg.close()
             if warmer is not None:
@@ -418,7 +432,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if assets is not None:
         routes.insert(0, Mount(assets.url_prefix, StaticFiles(directory=assets.directory), name="graphiql-assets"))
     app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan,
-                    middleware=operation_middleware(settings))  # issue 8: request ids, logs, compression
+                    middleware=operation_middleware(settings, tracing))  # issue 8: ids, logs, traces, compression
     app.state.settings = settings
     app.state.pg = pg
     app.state.search = search
@@ -456,9 +470,12 @@ def guard_backends(settings: Settings, search: SearchService, redis: RedisLink |
         search.embedder = GuardedEmbedder(search.embedder, breaker("embedder"))
 
 
-def operation_extensions(settings: Settings) -> list[Any]:
-    """Schema extensions of issue 8: the operation's name and outcome for the request log and metrics."""
-    return [OperationOutcomeExtension]
+def build_tracing(settings: Settings) -> Tracing | None:
+    """OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set (or TRACING=on: spans, no exporter)."""
+    if not (settings.otel_exporter_otlp_endpoint or settings.tracing):
+        return None
+    return Tracing(service_name=settings.otel_service_name, sample_ratio=settings.trace_sample_ratio,
+                   otlp_endpoint=settings.otel_exporter_otlp_endpoint)
 
 
 def operation_routes(settings: Settings) -> list[Any]:
@@ -472,9 +489,11 @@ def operation_routes(settings: Settings) -> list[Any]:
     return [Route("/metrics", scrape)]
 
 
-def operation_middleware(settings: Settings) -> list[Middleware]:
+def operation_middleware(settings: Settings, tracing: Tracing | None) -> list[Middleware]:
     """Outermost first: request ids, logs and metrics see the whole request, compressed or not."""
-    stack = [Middleware(ObservabilityMiddleware)]
+    stack = [Middleware(ObservabilityMiddleware, sample_ratio=settings.trace_sample_ratio)]
+    if tracing is not None:
+        stack.append(Middleware(TracingMiddleware, tracing=tracing))
     if settings.compression:
         stack.append(Middleware(CompressMiddleware, minimum_size=settings.compression_min_bytes))
     return stack

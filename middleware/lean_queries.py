@@ -34,13 +34,15 @@ class LeanQueries:
     """Answers POSTed JSON query operations; `handle` returns False for anything else."""
 
     def __init__(self, schema: Any, context_factory: Callable[[Any, Any], Any], *, query_stats: bool,
-                 responses: ResponseCache | None = None) -> None:
+                 responses: ResponseCache | None = None,
+                 middleware_for: Callable[[], list[Any] | None] | None = None) -> None:
         self._schema = schema
         self._graphql_schema = schema._schema
         self._executor = schema.execution_context_class
         self._context_factory = context_factory
         self._query_stats = query_stats
         self._responses = responses
+        self._middleware_for = middleware_for  # graphql-core middleware per execution (sampled resolver timings)
         # query text -> (parsed document, its normalised text), or None when it does not parse or validate
         self._documents: OrderedDict[str, Any] = OrderedDict()
 
@@ -154,8 +156,9 @@ class LeanQueries:
         """The response body, and whether it may be stored (no errors); with `stored`, returns
         the body without queryStats and appends the one with them to `stored`."""
         stats = track_queries() if self._query_stats else None
+        middleware = self._middleware_for() if self._middleware_for is not None else None
         result = execute(self._graphql_schema, document, None, context, variables, name,
-                         executor_class=self._executor)
+                         executor_class=self._executor, middleware=middleware)
         if not isinstance(result, dict) and hasattr(result, "__await__"):
             result = await result
         payload: dict[str, Any] = {"data": result.data}

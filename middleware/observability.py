@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import re
 import time
 import uuid
@@ -52,6 +53,7 @@ class RequestObservation:
     outcome: str | None = None  # ok, cached, error, unavailable (None: from the HTTP status)
     principal: str = "anonymous"  # issue 7 sets an API key's prefix
     trace_id: str | None = None
+    sampled: bool = False  # resolver timings (and spans, when tracing) for this request
 
 
 _current: contextvars.ContextVar[RequestObservation | None] = contextvars.ContextVar(
@@ -106,16 +108,18 @@ class _OperationLabels:
 class ObservabilityMiddleware:
     """Request id in and out, metrics and a JSON log line per HTTP request."""
 
-    def __init__(self, app: Any, *, trace_header: bool = True) -> None:
+    def __init__(self, app: Any, *, sample_ratio: float = 0.0, trace_header: bool = True) -> None:
         self.app = app
         self.labels = _OperationLabels()
+        self.sample_ratio = sample_ratio
         self.trace_header = trace_header
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        observation = RequestObservation(_request_id(scope), scope["method"], scope["path"])
+        observation = RequestObservation(_request_id(scope), scope["method"], scope["path"],
+                                         sampled=self.sample_ratio > 0 and random.random() < self.sample_ratio)
         scope[SCOPE_KEY] = observation
         token = _current.set(observation)
         track_queries()  # round trips of this request, whichever path serves it
