@@ -121,3 +121,27 @@ async def test_log_records_written_during_a_request_are_json_lines_with_its_id(c
     assert request_line["requestId"] == "abc-1" and request_line["operation"] == "anonymous"
     assert request_line["level"] == "INFO" and request_line["ts"].endswith("Z")
     assert outside["message"] == "outside any request" and "requestId" not in outside
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.0])
+async def test_top_level_resolvers_are_timed_on_sampled_requests_only(
+    database_url: str, empty_catalog: object, ratio: float
+) -> None:
+    from tests.conftest import app_client, make_settings
+
+    def timed(text: str, field: str) -> float:
+        return sample_value(text, "materials_resolver_seconds_count", {"field": field}) or 0.0
+
+    async with app_client(make_settings(database_url, trace_sample_ratio=ratio, response_cache=False)) as http:
+        before = (await http.get("/metrics")).text
+        for _ in range(3):  # the lean path
+            await http.post("/graphql", json={"query": "query { units { code } categories { id } }"})
+        created = await http.post("/graphql", json={"query": 'mutation { createSupplier(name: "Тайминг") '
+                                                             "{ errors { code } } }"})  # Strawberry's path
+        assert created.json()["data"]["createSupplier"]["errors"] == []
+        after = (await http.get("/metrics")).text
+    expected = 3 if ratio == 1.0 else 0
+    assert timed(after, "Query.units") - timed(before, "Query.units") == expected
+    assert timed(after, "Query.categories") - timed(before, "Query.categories") == expected
+    assert timed(after, "Mutation.createSupplier") - timed(before, "Mutation.createSupplier") == expected // 3
+    assert timed(after, "Unit.code") == 0  # nested fields are never wrapped
