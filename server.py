@@ -43,7 +43,7 @@ from backends.prices import PriceReader
 from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
-from backends.warmup import HotKeys, Warmer
+from backends.warmup import HotKeys, Refresher, Warmer
 from loaders.registry import RequestLoaders
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
@@ -120,6 +120,7 @@ class Settings:
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
+    cache_refresh: bool = True  # execute hot stored responses again right after a write dropped them
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -160,6 +161,7 @@ class Settings:
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
+            cache_refresh=_flag(env.get("CACHE_REFRESH"), default=True),
         )
 
     def resolved_database_url(self) -> str:
@@ -271,6 +273,16 @@ def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: Catal
                   cooldown=settings.cache_warmup_cooldown_s)
 
 
+def build_refresher(settings: Settings, cache: TwoLevelCache | None, lean: LeanQueries | None) -> Refresher | None:
+    """Hot stored responses executed again after a write dropped them (None with CACHE_REFRESH=off,
+    CACHE_WARMUP=off (nothing counted), no response cache or no lean path)."""
+    if not settings.cache_refresh or cache is None or cache.hot is None or lean is None or not settings.response_cache:
+        return None
+    refresher = Refresher(cache.hot, lean.prefetch)
+    cache.freshness.on_touched(refresher.touched)
+    return refresher
+
+
 async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
     """After a write outside the server (a command): tell the serving instances, through Redis,
     before the command returns, that the outbox moved (backends.freshness)."""
@@ -318,6 +330,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
     warmer = build_warmer(settings, cache, catalog, prices, lean)
+    refresher = build_refresher(settings, cache, lean)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -349,6 +362,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 listener.start()
             if warmer is not None:
                 warmer.start()  # in the background: start-up does not wait for it
+            if refresher is not None:
+                refresher.start()
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -359,6 +374,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             gc.unfreeze()
             if warmer is not None:
                 await warmer.stop()
+            if refresher is not None:
+                await refresher.stop()
             if listener is not None:
                 await listener.stop()
             if loop is not None:
@@ -385,6 +402,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.cache = cache
     app.state.redis = redis
     app.state.warmer = warmer
+    app.state.refresher = refresher
     return app
 
 

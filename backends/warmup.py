@@ -51,6 +51,10 @@ class HotKeys:
         self.max_keys, self.shared_keys, self.decay_s = max_keys, shared_keys, decay_s
         self.counts: dict[str, dict[str, int]] = {}
         self._pending: dict[str, dict[str, int]] = {}
+        # Stored responses counted here, by the entity tags they hold (backends.warmup.Refresher):
+        # member -> its tags, and tag -> members. Only members still among the counts are kept.
+        self._member_tags: dict[str, tuple[str, ...]] = {}
+        self._by_tag: dict[str, set[str]] = {}
 
     def count(self, kind: str, members: Iterable[str]) -> None:
         if WARMING.get():
@@ -61,12 +65,51 @@ class HotKeys:
             counts[member] = counts.get(member, 0) + 1
             pending[member] = pending.get(member, 0) + 1
         if len(counts) >= 2 * self.max_keys:
-            self.counts[kind] = _top(counts, self.max_keys)
+            self.counts[kind] = kept = _top(counts, self.max_keys)
+            if kind == "response":
+                for member in [m for m in self._member_tags if m not in kept]:
+                    self._unindex(member)
         if len(pending) >= 2 * self.max_keys:
             self._pending[kind] = _top(pending, self.max_keys)
 
     def key(self, kind: str) -> str:
         return f"{self.prefix}:hot:{kind}"
+
+    def index_response(self, member: str, tags: Sequence[str]) -> None:
+        """Remembers which entities a counted response holds (its tags but the list-wide ones,
+        which every write of a kind touches), so a write can find the hot responses it dropped."""
+        entity_tags = tuple(t for t in tags if not t.startswith("list:"))
+        if self._member_tags.get(member) == entity_tags:
+            return
+        self._unindex(member)
+        self._member_tags[member] = entity_tags
+        for tag in entity_tags:
+            self._by_tag.setdefault(tag, set()).add(member)
+
+    def _unindex(self, member: str) -> None:
+        for tag in self._member_tags.pop(member, ()):
+            members = self._by_tag.get(tag)
+            if members is not None:
+                members.discard(member)
+                if not members:
+                    del self._by_tag[tag]
+
+    def indexed(self, member: str) -> bool:
+        return member in self._member_tags
+
+    def hot_responses(self, tags: Iterable[str], min_count: int) -> list[str]:
+        """Counted responses that hold any of `tags` and were requested at least `min_count`
+        times here, most requested first."""
+        counts = self.counts.get("response", {})
+        found: set[str] = set()
+        for tag in tags:
+            if tag == "*":  # an unknown change: anything may be stale
+                found.update(self._member_tags)
+                break
+            found.update(self._by_tag.get(tag, ()))
+        hot = [m for m in found if counts.get(m, 0) >= min_count]
+        hot.sort(key=lambda m: counts.get(m, 0), reverse=True)
+        return hot
 
     async def flush(self) -> None:
         """Adds the counts since the last flush to the shared sorted sets (nothing without Redis)."""
@@ -119,7 +162,7 @@ def response_member(document: str, name: str | None, variables: dict[str, Any] |
 
 
 LoadMaterials = Callable[[Sequence[int]], Awaitable[None]]
-ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[None]]
+ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[Any]]
 
 
 class Warmer(BackgroundJob):
@@ -210,3 +253,98 @@ class Warmer(BackgroundJob):
             async with self._done:
                 self.runs += 1
                 self._done.notify_all()
+
+
+class Refresher(BackgroundJob):
+    """Reads hot stored responses again right after a write dropped them.
+
+    A write drops every stored response that holds what it changed (backends.freshness);
+    the next reader of a hot one would miss and execute it. Instead, when events are
+    applied (`touched`, a Freshness callback), the responses this process counted at
+    least `min_count` times that hold a touched entity are executed again in the
+    background, one at a time, through the response cache (stored under the usual
+    freshness rules, at a generation that includes the write). The instance that
+    committed the write refreshes at once; the others wait `remote_delay` seconds, by
+    which time the writer has usually stored the new entry in Redis, so theirs is an L2
+    read, not a second execution. At most `max_pending` responses wait; more are
+    dropped (counted in `dropped`) and left to the next reader.
+    """
+
+    task_name = "cache-refresh"
+
+    def __init__(self, hot: HotKeys, execute_response: ExecuteResponse, *, min_count: int = 2,
+                 max_pending: int = 1000, remote_delay: float = 0.05) -> None:
+        if min_count < 1 or max_pending < 1 or remote_delay < 0:
+            raise ValueError("Refresher: min_count, max_pending >= 1; remote_delay >= 0")
+        self.hot, self.execute_response = hot, execute_response
+        self.min_count, self.max_pending, self.remote_delay = min_count, max_pending, remote_delay
+        self.refreshed = 0  # responses executed again
+        self.dropped = 0  # responses not queued: the queue was full
+        super().__init__()
+        self._due: dict[str, float] = {}  # member -> monotonic time it may run from
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Condition()
+        self._busy = False  # a refresh is running
+
+    def touched(self, tags: set[str], local: bool) -> None:
+        members = self.hot.hot_responses(tags, self.min_count)
+        if not members:
+            return
+        due = time.monotonic() + (0.0 if local else self.remote_delay)
+        for member in members:
+            if member in self._due:
+                self._due[member] = min(self._due[member], due)
+            elif len(self._due) < self.max_pending:
+                self._due[member] = due
+            else:
+                self.dropped += 1
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once nothing is waiting to be refreshed or being refreshed (tests and benches)."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: not self._due and not self._busy)
+
+    async def wait_refreshed(self, n: int) -> None:
+        """Returns once `n` responses have been refreshed (tests)."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: self.refreshed >= n)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._due:
+                now = time.monotonic()
+                member = min(self._due, key=self._due.__getitem__)
+                if self._due[member] > now:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._due[member] - now):
+                            await self._wake.wait()  # an earlier one may arrive meanwhile
+                    self._wake.clear()
+                    continue
+                del self._due[member]
+                self._busy = True
+                try:
+                    await self._refresh(member)
+                finally:
+                    self._busy = False
+                async with self._idle:
+                    self._idle.notify_all()
+
+    async def _refresh(self, member: str) -> None:
+        try:
+            document, name, variables = orjson.loads(member)
+        except (orjson.JSONDecodeError, ValueError):
+            return
+        token = WARMING.set(True)
+        try:
+            await self.execute_response(document, name, variables)
+            self.refreshed += 1
+            WARMED.labels("refresh").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an optimisation: the next reader executes it instead
+            log.warning("cache refresh: %s", exc or type(exc).__name__)
+        finally:
+            WARMING.reset(token)
