@@ -35,6 +35,7 @@ from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
+from backends.embedder import SharedQueryVectors
 from backends.freshness import Freshness
 from backends.migrator import apply_migrations, discover, pending_migrations
 from backends.outbox_listener import OutboxListener
@@ -121,6 +122,7 @@ class Settings:
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
     cache_refresh: bool = True  # execute hot stored responses again right after a write dropped them
+    cache_warmup_searches: int = 100  # most searched queries embedded on start (query-vector caches)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -162,6 +164,7 @@ class Settings:
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
             cache_refresh=_flag(env.get("CACHE_REFRESH"), default=True),
+            cache_warmup_searches=_int(env, "CACHE_WARMUP_SEARCHES", 100),
         )
 
     def resolved_database_url(self) -> str:
@@ -251,7 +254,7 @@ def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache 
 
 
 def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: CatalogReader, prices: PriceReader,
-                 lean: LeanQueries | None) -> Warmer | None:
+                 lean: LeanQueries | None, search: SearchService) -> Warmer | None:
     """The cache's warm-up (None with CACHE_WARMUP=off or no cache)."""
     if cache is None or cache.hot is None:
         return None
@@ -269,6 +272,7 @@ def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: Catal
     freshness = cache.freshness
     return Warmer(cache.hot, lambda: freshness.events_applied, load_materials,
                   execute_response if lean is not None and settings.response_cache else None,
+                  warm_searches=search.warm_queries, top_searches=settings.cache_warmup_searches,
                   top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses,
                   cooldown=settings.cache_warmup_cooldown_s)
 
@@ -304,6 +308,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
+    if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
+        search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
@@ -329,7 +335,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
-    warmer = build_warmer(settings, cache, catalog, prices, lean)
+    warmer = build_warmer(settings, cache, catalog, prices, lean, search)
     refresher = build_refresher(settings, cache, lean)
 
     async def live(_: Request) -> JSONResponse:

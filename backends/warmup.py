@@ -12,9 +12,14 @@ Warming (background, `Warmer`): on start, and after an invalidation burst (at le
 the warm-up waits for a quiet second, and for `cooldown` seconds after the previous one), the top `top` materials are loaded through the
 loaders' batch path (L1, then L2, then one statement per chunk; both levels are filled,
 under the usual freshness rules) and the top stored response documents are executed again
-through the response cache (stored only if the usual rules allow). One warm-up at a time,
-bounded work, never awaited by start-up or by a request; lookups made while warming are
-neither counted as hot nor as request hits and misses.
+through the response cache (stored only if the usual rules allow); on start only, the
+`top_searches` most searched queries are embedded into the query-vector caches (a vector
+depends on the model alone). One warm-up at a time, bounded work, never awaited by start-up
+or by a request; lookups made while warming are neither counted as hot nor as request hits
+and misses.
+
+Refreshing (background, `Refresher`): hot stored responses that a write dropped are
+executed again right after it (see the class).
 """
 
 from __future__ import annotations
@@ -163,6 +168,7 @@ def response_member(document: str, name: str | None, variables: dict[str, Any] |
 
 LoadMaterials = Callable[[Sequence[int]], Awaitable[None]]
 ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[Any]]
+WarmSearches = Callable[[int], Awaitable[int]]  # embeds the n most searched queries; returns how many
 
 
 class Warmer(BackgroundJob):
@@ -171,17 +177,21 @@ class Warmer(BackgroundJob):
     task_name = "cache-warmup"
 
     def __init__(self, hot: HotKeys, events_applied: Callable[[], int], load_materials: LoadMaterials,
-                 execute_response: ExecuteResponse | None, *, top: int = 500, top_responses: int = 100,
+                 execute_response: ExecuteResponse | None, *, warm_searches: WarmSearches | None = None,
+                 top: int = 500, top_responses: int = 100, top_searches: int = 100,
                  chunk: int = 100, burst_events: int = 50, interval: float = 1.0, cooldown: float = 30.0) -> None:
-        if top < 0 or top_responses < 0 or chunk < 1 or burst_events < 1 or interval <= 0 or cooldown < 0:
-            raise ValueError("Warmer: top, top_responses, cooldown >= 0; chunk, burst_events >= 1; interval > 0")
+        if (top < 0 or top_responses < 0 or top_searches < 0 or chunk < 1 or burst_events < 1 or interval <= 0
+                or cooldown < 0):
+            raise ValueError("Warmer: top, top_responses, top_searches, cooldown >= 0; chunk, burst_events >= 1; "
+                             "interval > 0")
         self.hot, self.events_applied = hot, events_applied
         self.load_materials, self.execute_response = load_materials, execute_response
+        self.warm_searches, self.top_searches = warm_searches, top_searches
         self.top, self.top_responses, self.chunk = top, top_responses, chunk
         self.burst_events, self.interval, self.cooldown = burst_events, interval, cooldown
         self.runs = 0  # warm-ups completed
         self.ticks = 0  # checks completed (each second)
-        self.warmed = {"material": 0, "response": 0}  # keys read by the last warm-up
+        self.warmed = {"material": 0, "response": 0, "search": 0}  # keys read by the last warm-up
         super().__init__()
         self._done = asyncio.Condition()
 
@@ -230,7 +240,10 @@ class Warmer(BackgroundJob):
     async def warm(self) -> None:
         token = WARMING.set(True)
         try:
-            warmed = {"material": 0, "response": 0}
+            warmed = {"material": 0, "response": 0, "search": 0}
+            if self.warm_searches is not None and self.top_searches and self.runs == 0:
+                # Query vectors depend on the model only: once, on start, most searched first.
+                warmed["search"] = await self.warm_searches(self.top_searches)
             ids = [int(m) for m in await self.hot.top("material", self.top) if m.isdigit()]
             for start in range(0, len(ids), self.chunk):
                 batch = ids[start:start + self.chunk]
@@ -247,7 +260,8 @@ class Warmer(BackgroundJob):
             for kind, n in warmed.items():
                 WARMED.labels(kind).inc(n)
             self.warmed = warmed
-            log.info("cache warm-up: %d materials, %d responses", warmed["material"], warmed["response"])
+            log.info("cache warm-up: %d materials, %d responses, %d search queries", warmed["material"],
+                     warmed["response"], warmed["search"])
         finally:
             WARMING.reset(token)
             async with self._done:

@@ -315,3 +315,20 @@ def test_the_tag_index_keeps_entities_only_and_forgets_members_that_fall_out_of_
     hot.count("response", ["c", "c", "c", "c", "d", "d", "d", "d"])  # a and b drop out of the top 2
     assert hot.hot_responses({"material:1", "material:2", "supplier:3"}, 1) == []
     assert not hot.indexed("a") and not hot.indexed("b")
+
+
+async def test_on_start_the_most_searched_queries_are_embedded_before_anyone_searches(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection
+) -> None:
+    from backends.embedder import stable_key
+
+    await conn.execute("INSERT INTO search_queries (query, hits) VALUES ('цемент м500', 40), ('кирпич', 30), "
+                       "('саморез', 1)")
+    async with instance(make_settings(database_url, cache_warmup_searches=2)) as (app, _):
+        await warmed(app, 1)
+        assert app.state.warmer.warmed["search"] == 2
+        embedder = app.state.search.embedder
+        assert embedder.calls == 2
+        cached = embedder.cache
+        assert cached.get(stable_key(embedder.model_id, "цемент м500")) is not None
+        assert cached.get(stable_key(embedder.model_id, "саморез")) is None  # below the top 2
