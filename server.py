@@ -37,6 +37,7 @@ from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
+from backends.embedder import SharedQueryVectors
 from backends.freshness import Freshness
 from backends.gauges import GaugeSampler, PoolWatch
 from backends.health import readiness
@@ -47,7 +48,7 @@ from backends.prices import PriceReader
 from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
-from backends.warmup import HotKeys, Warmer
+from backends.warmup import HotKeys, Refresher, Warmer
 from loaders.registry import RequestLoaders
 from middleware.compression import CompressMiddleware
 from middleware.graphiql import find_graphiql_assets
@@ -134,6 +135,8 @@ class Settings:
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
+    cache_refresh: bool = True  # execute hot stored responses again right after a write dropped them
+    cache_warmup_searches: int = 100  # most searched queries embedded on start (query-vector caches)
     # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
     metrics: bool = True  # /metrics (prometheus-client) and the request metrics
     prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
@@ -190,6 +193,8 @@ class Settings:
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
+            cache_refresh=_flag(env.get("CACHE_REFRESH"), default=True),
+            cache_warmup_searches=_int(env, "CACHE_WARMUP_SEARCHES", 100),
             # issue 8
             metrics=_flag(env.get("METRICS"), default=True),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
@@ -295,7 +300,7 @@ def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache 
 
 
 def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: CatalogReader, prices: PriceReader,
-                 lean: LeanQueries | None) -> Warmer | None:
+                 lean: LeanQueries | None, search: SearchService) -> Warmer | None:
     """The cache's warm-up (None with CACHE_WARMUP=off or no cache)."""
     if cache is None or cache.hot is None:
         return None
@@ -313,8 +318,19 @@ def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: Catal
     freshness = cache.freshness
     return Warmer(cache.hot, lambda: freshness.events_applied, load_materials,
                   execute_response if lean is not None and settings.response_cache else None,
+                  warm_searches=search.warm_queries, top_searches=settings.cache_warmup_searches,
                   top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses,
                   cooldown=settings.cache_warmup_cooldown_s)
+
+
+def build_refresher(settings: Settings, cache: TwoLevelCache | None, lean: LeanQueries | None) -> Refresher | None:
+    """Hot stored responses executed again after a write dropped them (None with CACHE_REFRESH=off,
+    CACHE_WARMUP=off (nothing counted), no response cache or no lean path)."""
+    if not settings.cache_refresh or cache is None or cache.hot is None or lean is None or not settings.response_cache:
+        return None
+    refresher = Refresher(cache.hot, lean.prefetch)
+    cache.freshness.on_touched(refresher.touched)
+    return refresher
 
 
 async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
@@ -339,6 +355,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     catalog, prices = CatalogReader(pg, read_pg), PriceReader(pg, read_pg)
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
+    if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
+        search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)
     guard_backends(settings, search, redis)  # issue 8: circuit breakers
     tracing = build_tracing(settings)  # issue 8: OpenTelemetry (None: off)
     resolver_timer = TopLevelResolverTimer(tracing.tracer if tracing is not None else None)
@@ -369,7 +387,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
-    warmer = build_warmer(settings, cache, catalog, prices, lean)
+    warmer = build_warmer(settings, cache, catalog, prices, lean, search)
+    refresher = build_refresher(settings, cache, lean)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -397,6 +416,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 listener.start()
             if warmer is not None:
                 warmer.start()  # in the background: start-up does not wait for it
+            if refresher is not None:
+                refresher.start()
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -412,6 +433,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await read_pg.close()
             if warmer is not None:
                 await warmer.stop()
+            if refresher is not None:
+                await refresher.stop()
             if listener is not None:
                 await listener.stop()
             if loop is not None:
@@ -440,6 +463,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.cache = cache
     app.state.redis = redis
     app.state.warmer = warmer
+    app.state.refresher = refresher
     return app
 
 

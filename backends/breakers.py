@@ -124,8 +124,8 @@ class GuardedEmbedder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def query(self, text: str) -> np.ndarray:
-        return await self.breaker.call(lambda: self.inner.query(text))
+    async def query(self, text: str, *args: Any, **kwargs: Any) -> np.ndarray:
+        return await self.breaker.call(lambda: self.inner.query(text, *args, **kwargs))
 
     async def passages(self, texts: Sequence[str]) -> np.ndarray:
         return await self.inner.passages(texts)
