@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace) -> int:
         sink_port = free_port()
         sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
         try:
-            layout = Layout(1, 2)
+            layout = Layout(1, 1)  # one process: no accept imbalance between workers in the comparison
             print(f"\ntracing overhead ({layout}; spans exported over OTLP/HTTP to a local sink):")
             off, _ = await measure(layout, requests, args, db_url, {"TRACING": "0"})
             print(row("tracing off", off, None), flush=True)
