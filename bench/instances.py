@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import secrets
@@ -118,7 +119,7 @@ async def measure(layout: Layout, requests: list[bytes], args: argparse.Namespac
             merged.errors += r.errors
             merged.error_samples.extend(r.error_samples)
         scrape = await request_once(Endpoint("127.0.0.1", servers[0].port, "/metrics"), get_request(servers[0].port))
-        counted = sum_values(scrape.body.decode(), "materials_requests_total")
+        counted = sum_values(scrape.body.decode(), "materials_requests_total") if scrape.status == 200 else math.nan
         return merged, counted
     finally:
         for server in servers:

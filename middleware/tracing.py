@@ -2,7 +2,8 @@
 timings for top-level resolvers, asyncpg and Redis spans; exported over OTLP/HTTP.
 
 Sampling keeps the cost small: `TraceIdRatioBased(ratio)` decides per trace (a caller's
-sampled `traceparent` is honoured), and only a sampled request gets resolver spans and
+sampled `traceparent` is honoured); an unsampled request runs with instrumentation
+suppressed (its statements and Redis commands cost nothing extra), and only a sampled one gets resolver spans and
 `materials_resolver_seconds` observations (graphql-core middleware on its top-level
 fields; nested fields are not wrapped at all). Without tracing, requests are still sampled
 at the same ratio for the resolver timings (middleware.observability).
@@ -18,6 +19,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -93,7 +95,13 @@ class TracingMiddleware:
                 await send(message)
 
             try:
-                await self.app(scope, receive, send_status)
+                if span.is_recording():
+                    await self.app(scope, receive, send_status)
+                else:
+                    # Not sampled: asyncpg and Redis calls skip their instrumentation entirely
+                    # (it would build attributes and non-recording spans for every statement).
+                    with suppress_instrumentation():
+                        await self.app(scope, receive, send_status)
             finally:
                 if span.is_recording():
                     span.set_attribute("http.request.method", scope["method"])

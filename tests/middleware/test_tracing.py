@@ -113,3 +113,5 @@ async def test_unsampled_requests_export_nothing_but_a_sampled_caller_is_honoure
                         headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
     names = {s["name"] for s in collector.spans}
     assert "graphql Asked" in names and "graphql Quiet" not in names
+    # Nothing else was recorded: the unsampled requests' statements were not instrumented at all.
+    assert {s["trace"] for s in collector.spans} == {TRACE_ID}
