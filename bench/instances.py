@@ -25,6 +25,7 @@ import math
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -160,21 +161,45 @@ async def run(args: argparse.Namespace) -> int:
             print("   error:", sample)
         base = base or result
     if args.tracing:
-        sink_port = free_port()
-        sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
-        try:
-            layout = Layout(1, 1)  # one process: no accept imbalance between workers in the comparison
-            print(f"\ntracing overhead ({layout}; spans exported over OTLP/HTTP to a local sink):")
-            off, _ = await measure(layout, requests, args, db_url, {"TRACING": "0"})
-            print(row("tracing off", off, None), flush=True)
-            for ratio in (args.sample_ratio, 1.0):
-                traced, _ = await measure(layout, requests, args, db_url, {
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}", "TRACE_SAMPLE_RATIO": str(ratio)})
-                print(row(f"traced, ratio {ratio:g}", traced, off), flush=True)
-        finally:
-            sink.terminate()
-            sink.wait(10)
+        await compare_tracing(requests, args, db_url)
     return 0
+
+
+async def compare_tracing(requests: list[bytes], args: argparse.Namespace, db_url: str) -> None:
+    """Tracing off, sampled and always, alternating in each round (the order flips every round);
+    medians over the rounds, each against the off run of its own round."""
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
+    layout = Layout(1, 1)  # one process: no accept imbalance between workers in the comparison
+    configs = {"tracing off": {"TRACING": "0"}}
+    for ratio in (args.sample_ratio, 1.0):
+        configs[f"traced, ratio {ratio:g}"] = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                                               "TRACE_SAMPLE_RATIO": str(ratio)}
+    runs: dict[str, list[LoadResult]] = {name: [] for name in configs}
+    try:
+        print(f"\ntracing overhead ({layout}; spans exported over OTLP/HTTP to a local sink; "
+              f"{args.rounds} alternating rounds):")
+        for round_no in range(args.rounds):
+            order = list(configs) if round_no % 2 == 0 else list(reversed(configs))
+            for name in order:
+                result, _ = await measure(layout, requests, args, db_url, configs[name])
+                runs[name].append(result)
+                print(f"  round {round_no + 1}: {row(name, result, None).replace('baseline', '')}", flush=True)
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    median = statistics.median
+    off = runs["tracing off"]
+    for name, results in runs.items():
+        rps = median([r.rps for r in results])
+        p50 = median([r.percentile_ms(50) for r in results])
+        p95 = median([r.percentile_ms(95) for r in results])
+        line = f"{name:<22} median {rps:>6.0f} req/s  p50 {p50:>6.2f}  p95 {p95:>6.2f} ms"
+        if name != "tracing off":
+            ratio = median([r.rps / o.rps for r, o in zip(results, off, strict=True)])
+            p95_ratio = median([r.percentile_ms(95) / o.percentile_ms(95) for r, o in zip(results, off, strict=True)])
+            line += f"  x{ratio:.2f} req/s, p95 x{p95_ratio:.2f} (median of per-round ratios)"
+        print(line, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=12, help="connections in all (default 12)")
     parser.add_argument("--tracing", action="store_true", help="also measure tracing off / sampled / always")
     parser.add_argument("--sample-ratio", type=float, default=0.1, help="the sampled ratio (default 0.1)")
+    parser.add_argument("--rounds", type=int, default=3, help="tracing comparison rounds (default 3)")
     parser.add_argument("--log-dir", type=Path, default=BENCH_DIR / "results" / "instances")
     args = parser.parse_args(argv)
     args.layouts = [Layout.parse(t) for t in args.layouts.split(",") if t.strip()]
