@@ -147,6 +147,7 @@ class Settings:
     pg_read_pool_min: int = 0
     pg_read_pool_max: int = 10
     pg_idle_s: float = 60.0  # idle pooled connections are closed after this long (down to the pool's minimum)
+    pg_connect_timeout_s: float = 5.0  # a PostgreSQL that does not answer a new connection in this long is down
     compression: bool = True  # gzip, brotli or zstd responses, negotiated from Accept-Encoding
     compression_min_bytes: int = 1024  # smaller bodies are sent as they are
     otel_exporter_otlp_endpoint: str | None = None  # OTLP/HTTP collector (e.g. http://collector:4318): tracing on
@@ -205,6 +206,7 @@ class Settings:
             pg_read_pool_min=_int(env, "PG_READ_POOL_MIN", 0),
             pg_read_pool_max=_int(env, "PG_READ_POOL_MAX", 10),
             pg_idle_s=_float(env, "PG_IDLE_S", 60.0),
+            pg_connect_timeout_s=_float(env, "PG_CONNECT_TIMEOUT_S", 5.0),
             compression=_flag(env.get("COMPRESSION"), default=True),
             compression_min_bytes=_int(env, "COMPRESSION_MIN_BYTES", 1024),
             otel_exporter_otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
@@ -350,7 +352,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
     pg = PostgresBackend(settings.resolved_database_url(), min_size=settings.pg_pool_min,
-                         max_size=settings.pg_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s)
+                         max_size=settings.pg_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s,
+                         connect_timeout=settings.pg_connect_timeout_s)
     read_pg = build_read_pool(settings)  # issue 8: DATABASE_READ_URL replica (None: reads on the primary)
     catalog, prices = CatalogReader(pg, read_pg), PriceReader(pg, read_pg)
     search, indexers = build_search(settings, pg)
@@ -474,7 +477,8 @@ def build_read_pool(settings: Settings) -> PostgresBackend | None:
     if not settings.database_read_url:
         return None
     return PostgresBackend(settings.database_read_url, min_size=settings.pg_read_pool_min,
-                           max_size=settings.pg_read_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s)
+                           max_size=settings.pg_read_pool_max, max_inactive_connection_lifetime=settings.pg_idle_s,
+                           connect_timeout=settings.pg_connect_timeout_s)
 
 
 def guard_backends(settings: Settings, search: SearchService, redis: RedisLink | None) -> None:

@@ -80,6 +80,7 @@ class PostgresBackend:
         max_size: int = 10,
         command_timeout: float = 30.0,
         max_inactive_connection_lifetime: float = 300.0,
+        connect_timeout: float = 60.0,
     ) -> None:
         if not dsn:
             raise ValueError("PostgresBackend needs a DSN (postgresql://...)")
@@ -93,6 +94,9 @@ class PostgresBackend:
         self._max_size = max_size
         self._command_timeout = command_timeout
         self._max_inactive = max_inactive_connection_lifetime
+        # A server that accepts the connection but never answers (a hung host, a black-holed
+        # route) costs a caller at most this long before BackendUnavailable.
+        self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self.state = PoolState.UNOPENED
 
@@ -106,6 +110,7 @@ class PostgresBackend:
                 max_size=self._max_size,
                 command_timeout=self._command_timeout,
                 max_inactive_connection_lifetime=self._max_inactive,
+                timeout=self._connect_timeout,
                 init=self._init_connection,
                 reset=self._reset_connection,
             )

@@ -78,3 +78,26 @@ async def test_reads_go_to_the_read_url_and_writes_to_the_primary(
         assert renamed["data"]["updateMaterial"]["errors"] == [], renamed  # the primary took the write
         text = (await http.get("/metrics")).text
         assert 'materials_pg_pool_connections{pool="replica",state="max"} 10.0' in text
+
+
+async def test_a_server_that_never_answers_is_unavailable_after_the_connect_timeout() -> None:
+    from backends.errors import BackendUnavailable
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts the connection, never says a word (a hung server)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with PostgresBackend(f"postgresql://postgres@127.0.0.1:{port}/x", min_size=0, max_size=2,
+                                   connect_timeout=0.3) as pg:
+            with pytest.raises(BackendUnavailable, match="PostgreSQL unavailable"):
+                await pg.fetchval("SELECT 1")
+        assert accepted  # it did reach the server, and gave up on it
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
