@@ -430,6 +430,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             gc.unfreeze()
             await sampler.stop()
+            metrics.process_exited(os.getpid())  # a stopped worker's live gauges leave the sums
             if tracing is not None:
                 tracing.stop()
             if read_pg is not None:
@@ -554,6 +555,10 @@ def metrics_for_workers(settings: Settings, workers: int) -> None:
     folder = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="materials-metrics-")
     if settings.prometheus_multiproc_dir:  # values of an earlier run would add up with this one's
         shutil.rmtree(folder, ignore_errors=True)
+    else:
+        import atexit
+
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     Path(folder).mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 
