@@ -115,7 +115,7 @@ class Settings:
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000
     cache_l1_mb: int = 64
-    cache_ttl_s: float = 300.0
+    cache_ttl_s: float = 3600.0  # a backstop: writes drop entries by tag, not by time
     response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
     cache_warmup: bool = True  # count hot keys and read them back on start and after bursts (backends.warmup)
     cache_warmup_top: int = 500  # materials per warm-up
@@ -157,7 +157,7 @@ class Settings:
             cache_prefix=env.get("CACHE_PREFIX") or "materials",
             cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
             cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
-            cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", 3600.0),
             response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
             cache_warmup=_flag(env.get("CACHE_WARMUP"), default=True),
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
