@@ -198,15 +198,12 @@ def protection_extension(guard: Guard) -> type[SchemaExtension]:
 
     class ProtectionExtension(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
+            self.admission: Admission | None = None
+            query = self.execution_context.query
+            if query is not None:  # before any extension parses it (ParserCache)
+                guard.limit_query(query)
             self.execution_context.parse_options["max_tokens"] = guard.limits.max_tokens
             self.execution_context.validation_rules = (*self.execution_context.validation_rules, *guard.rules)
-            self.admission: Admission | None = None
-            yield
-
-        def on_parse(self) -> Iterator[None]:
-            query = self.execution_context.query
-            if query is not None:
-                guard.limit_query(query)
             yield
 
         async def on_execute(self) -> Any:
