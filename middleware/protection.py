@@ -76,7 +76,7 @@ class Admission:
         if self.debit is None:
             return None
         return {"requested": self.cost, "remaining": self.debit.remaining, "budget": self.debit.budget,
-                "resetSeconds": self.debit.reset_s}
+                "resetSeconds": self.debit.reset_s, "shared": self.debit.shared}
 
 
 class Guard:
