@@ -125,7 +125,7 @@ class Settings:
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
     # --- issue 7: protection (API keys, limits, persisted queries, HTTP hygiene) ---
     anonymous: str = "read"  # read: anonymous callers may read; off: 401 without a key; write: may also write (development)
-    key_cache_ttl_s: float = 5.0  # how long a key look-up is reused; also how soon other instances see a revocation
+    key_cache_ttl_s: float = 5.0  # key look-ups (and allow-list misses) are reused this long: how soon other instances see a revocation
     introspection: bool = True
     max_depth: int = 12
     max_aliases: int = 50
@@ -357,7 +357,8 @@ def build_protection(settings: Settings, pg: PostgresBackend, redis: RedisLink |
     limits = QueryLimits(max_depth=settings.max_depth, max_aliases=settings.max_aliases, max_tokens=settings.max_tokens,
                          max_chars=settings.max_query_chars, max_page_size=settings.max_page_size,
                          max_cost=settings.max_cost, introspection=settings.introspection)
-    persisted = PersistedQueryStore(pg, redis, prefix=settings.cache_prefix) if settings.persisted_queries else None
+    persisted = (PersistedQueryStore(pg, redis, prefix=settings.cache_prefix, allowed_ttl=settings.key_cache_ttl_s)
+                 if settings.persisted_queries else None)
     allowed = persisted.allowed if persisted is not None and settings.allowlist else None
     guard = Guard(limits, budgets=budgets, tiers=tiers, allowlisted=allowed)
     return Protection(principals, guard, budgets, persisted, AdminServices(keys, principals, persisted))
