@@ -364,21 +364,24 @@ def build_protection(settings: Settings, pg: PostgresBackend, redis: RedisLink |
     return Protection(principals, guard, budgets, persisted, AdminServices(keys, principals, persisted))
 
 
+def cors_origins(settings: Settings) -> list[str]:
+    return [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+
+
 def protect(app: Any, settings: Settings, protection: Protection) -> Any:
     """The HTTP middleware of issue 7 around the app: headers, CORS, body limits, websocket
     origins, persisted queries, then authentication (innermost, next to /graphql)."""
     from starlette.middleware.cors import CORSMiddleware
 
     from middleware.auth import AuthMiddleware
-    from middleware.http_hygiene import BodyLimit, SecurityHeaders, WebSocketOrigin
+    from middleware.http_hygiene import BodyLimit, SecurityHeaders
     from middleware.persisted_queries import PersistedQueries
 
     if protection.persisted is not None:
         app = PersistedQueries(app, protection.persisted, allowlist=settings.allowlist,
                                max_age=settings.persisted_query_cache_s)
     app = AuthMiddleware(app, protection.principals, anonymous=settings.anonymous != "off")
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    app = WebSocketOrigin(app, origins=origins)
+    origins = cors_origins(settings)
     app = BodyLimit(app, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
     if origins:
         app = CORSMiddleware(app, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
@@ -427,7 +430,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean,
-                                 principals=protection.principals, anonymous=settings.anonymous != "off")
+                                 principals=protection.principals, anonymous=settings.anonymous != "off",
+                                 allowed_origins=cors_origins(settings))  # websocket Origin check (issue 7)
     warmer = build_warmer(settings, cache, catalog, prices, lean)
 
     async def live(_: Request) -> JSONResponse:

@@ -1,9 +1,10 @@
-"""HTTP hygiene, as pure ASGI middleware: security headers, body and upload size limits, and
-the websocket Origin check (CORS itself is Starlette's CORSMiddleware, wired in server.py)."""
+"""HTTP hygiene, as pure ASGI middleware: security headers, body and upload size limits.
+
+CORS is Starlette's CORSMiddleware and the websocket Origin check Strawberry's own
+(`allowed_origins`, the same CORS_ORIGINS list); both are wired in server.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -111,30 +112,3 @@ async def _too_large(send: Any, what: str, limit: int, size: int | None) -> None
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
-
-
-class WebSocketOrigin:
-    """Refuses websocket handshakes from browser origins that are not allowed (CORS does not
-    cover websockets). A handshake without Origin (not a browser) or from the server's own
-    host passes; `*` allows any origin."""
-
-    def __init__(self, app: Any, *, origins: Iterable[str]) -> None:
-        self.app = app
-        self.origins = {o.rstrip("/").lower() for o in origins}
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket" or "*" in self.origins:
-            await self.app(scope, receive, send)
-            return
-        origin = host = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value.decode("latin-1").rstrip("/").lower()
-            elif name == b"host":
-                host = value.decode("latin-1").lower()
-        same_host = origin is not None and host is not None and origin.split("://", 1)[-1] == host
-        if origin is None or same_host or origin in self.origins:
-            await self.app(scope, receive, send)
-            return
-        count_refusal("websocket_origin")
-        await send({"type": "websocket.close", "code": 4403, "reason": f"origin {origin} is not allowed"[:120]})
