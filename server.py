@@ -376,10 +376,12 @@ def protect(app: Any, settings: Settings, protection: Protection) -> Any:
     from middleware.auth import AuthMiddleware
     from middleware.http_hygiene import BodyLimit, SecurityHeaders
     from middleware.persisted_queries import PersistedQueries
+    from middleware.response_media import GraphQLResponseMedia
 
     if protection.persisted is not None:
         app = PersistedQueries(app, protection.persisted, allowlist=settings.allowlist,
                                max_age=settings.persisted_query_cache_s)
+    app = GraphQLResponseMedia(app)
     app = AuthMiddleware(app, protection.principals, anonymous=settings.anonymous != "off")
     origins = cors_origins(settings)
     app = BodyLimit(app, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)

@@ -88,6 +88,8 @@ class PersistedQueries:
             return body
         if not isinstance(request, dict):
             return body
+        if request.get("extensions") is not None and not isinstance(request["extensions"], dict):
+            raise PersistedQueryError("BAD_REQUEST", "extensions must be a JSON object", 400)
         query = await self._resolve(request.get("extensions"), request.get("query"))
         if query is None:
             return body
