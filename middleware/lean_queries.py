@@ -208,6 +208,7 @@ def with_extensions(body: bytes, extensions: dict[str, Any] | None) -> bytes:
 async def _refuse(refusal: Refusal, scope: Any, receive: Any, send: Any, query_stats: bool) -> None:
     # The same bytes as Strawberry's answer to the refusal raised in ProtectionExtension
     # (nothing ran: no SQL round trips).
+    refusal.counted()
     payload: dict[str, Any] = {"data": None, "errors": [refusal.formatted]}
     if query_stats:
         payload["extensions"] = {"queryStats": {"sqlRoundTrips": 0}}

@@ -61,7 +61,12 @@ class Refusal(GraphQLError):
         super().__init__(message, nodes, extensions={"code": code, **extensions})
         self.status = status
         self.headers = dict(headers or {})
-        count_refusal(extensions.get("limit", code.lower()) if code == "QUERY_LIMIT" else code.lower())
+        self.reason = extensions.get("limit", code.lower()) if code == "QUERY_LIMIT" else code.lower()
+
+    def counted(self) -> Refusal:
+        """Counts the refusal as it is answered (validation verdicts are cached: not when made)."""
+        count_refusal(self.reason)
+        return self
 
 
 @dataclass
@@ -201,10 +206,19 @@ def protection_extension(guard: Guard) -> type[SchemaExtension]:
             self.admission: Admission | None = None
             query = self.execution_context.query
             if query is not None:  # before any extension parses it (ParserCache)
-                guard.limit_query(query)
+                try:
+                    guard.limit_query(query)
+                except Refusal as refusal:
+                    raise refusal.counted() from None
             self.execution_context.parse_options["max_tokens"] = guard.limits.max_tokens
             self.execution_context.validation_rules = (*self.execution_context.validation_rules, *guard.rules)
             yield
+
+        def on_validate(self) -> Iterator[None]:
+            yield
+            for error in self.execution_context.pre_execution_errors or ():
+                if isinstance(error, Refusal):
+                    error.counted()
 
         async def on_execute(self) -> Any:
             ctx = self.execution_context
@@ -215,6 +229,7 @@ def protection_extension(guard: Guard) -> type[SchemaExtension]:
                     self.admission = await guard.admit(ctx.graphql_document, operation, ctx.variables,
                                                        getattr(context, "principal", None), ctx.query)
                 except Refusal as refusal:
+                    refusal.counted()
                     response = getattr(context, "response", None)
                     if refusal.status != 200 and response is not None and hasattr(response, "headers"):
                         response.status_code = refusal.status

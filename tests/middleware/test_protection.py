@@ -103,3 +103,10 @@ async def test_introspection_and_graphiql_can_be_switched_off(database_url: str,
     async with app_client(make_settings(database_url)) as client:
         schema = await client.post("/graphql", json={"query": "{ __schema { queryType { name } } }"})
         assert schema.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_cached_verdicts_are_counted_each_time(http: httpx.AsyncClient) -> None:
+    before = refusals().get("depth", 0)
+    for _ in range(3):
+        await refused(http, {"query": DEEP})
+    assert refusals().get("depth", 0) == before + 3
