@@ -136,8 +136,8 @@ class Guard:
                           missingScope=scope)
         for name, size in self.costs.page_sizes(document, operation, variables):
             if size > self.limits.max_page_size:
-                raise Refusal("VALIDATION", f"{name}: must be at most {self.limits.max_page_size} (got {size}); "
-                              "page through the rest with cursors", field=[name])
+                raise Refusal("VALIDATION", f"{name}: must be at most {self.limits.max_page_size} (got {size})",
+                              field=[name])
         cost = self.costs.cost(document, operation, variables)
         if cost > self.limits.max_cost:
             raise Refusal("QUERY_LIMIT", f"the query would cost {cost} points; at most {self.limits.max_cost} "

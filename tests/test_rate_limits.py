@@ -135,38 +135,56 @@ async def three(database_url: str, empty_catalog: object, own_redis: OwnRedis,
             stop(proc)
 
 
-async def burst(urls: list[str], key: str, count: int) -> list[tuple[int, Any]]:
-    """`count` requests at once, spread over the instances in turn."""
-    async with httpx.AsyncClient(timeout=30) as http:
-        async def one(i: int) -> tuple[int, Any]:
+async def burst(urls: list[str], key: str, count: int, after: int | None = None,
+                then: Any = None) -> list[tuple[int, int, Any]]:
+    """`count` requests at once, spread over the instances in turn: (instance, status, body) each;
+    `then()` runs (in a thread) once `after` of them have been answered."""
+    answered = 0
+    reached = asyncio.Event()
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=30)) as http:
+        async def one(i: int) -> tuple[int, int, Any]:
+            nonlocal answered
             response = await http.post(urls[i % len(urls)], json={"query": UNITS}, headers=bearer(key))
-            return response.status_code, response.json()
+            answered += 1
+            if answered == after:
+                reached.set()
+            return i % len(urls), response.status_code, response.json()
 
-        return await asyncio.gather(*(one(i) for i in range(count)))
+        async def trigger() -> None:
+            if then is not None:
+                await reached.wait()
+                await asyncio.to_thread(then)
+
+        *results, _ = await asyncio.gather(*(one(i) for i in range(count)), trigger())
+        return results
 
 
 async def test_three_instances_admit_exactly_one_budget(three: list[str], conn: asyncpg.Connection) -> None:
     key = await make_key(conn, ["read"], tier="standard")  # 60 points a minute; each request costs 1
     results = await burst(three, key, 150)
-    statuses = Counter(status for status, _ in results)
+    statuses = Counter(status for _, status, _ in results)
     assert statuses == {200: 60, 429: 90}
-    remaining = sorted(body["extensions"]["cost"]["remaining"] for status, body in results if status == 200)
+    remaining = sorted(body["extensions"]["cost"]["remaining"] for _, status, body in results if status == 200)
     assert remaining == list(range(60))  # every debit saw its own count: one shared counter
-    assert all(body["extensions"]["cost"]["shared"] for status, body in results if status == 200)
+    assert all(body["extensions"]["cost"]["shared"] for _, status, body in results if status == 200)
+    assert {instance for instance, status, _ in results if status == 200} == {0, 1, 2}
 
 
-async def test_requests_go_on_under_local_counters_when_redis_stops(
+async def test_requests_go_on_under_local_counters_when_redis_stops_mid_burst(
     three: list[str], own_redis: OwnRedis, conn: asyncpg.Connection
 ) -> None:
     key = await make_key(conn, ["read"], tier="burst")  # 300 a minute; 100 per instance while Redis is down
-    before = await burst(three, key, 30)
-    assert Counter(status for status, _ in before) == {200: 30}
-    own_redis.stop()
-    after = await burst(three, key, 3 * 110)
-    statuses = Counter(status for status, _ in after)
-    assert set(statuses) <= {200, 429}  # served (or refused as over budget), never failed
-    admitted = [body for status, body in after if status == 200]
-    assert not any(body["extensions"]["cost"]["shared"] for body in admitted)
-    assert all(body["extensions"]["cost"]["budget"] == 100 for body in admitted)
-    assert statuses[200] == 300 and statuses[429] == 30  # each instance: its share of 100, then 429
-    assert all(body["data"] == {"units": body["data"]["units"]} for body in admitted)
+    results = await burst(three, key, 3 * 250, after=60, then=own_redis.stop)
+    statuses = Counter(status for _, status, _ in results)
+    assert set(statuses) <= {200, 429}  # every request answered: admitted or over budget, never failed
+    admitted = [(instance, body["extensions"]["cost"]) for instance, status, body in results if status == 200]
+    shared = [cost for _, cost in admitted if cost["shared"]]
+    local = Counter(instance for instance, cost in admitted if not cost["shared"])
+    assert 60 <= len(shared) <= 300  # counted in Redis until it stopped
+    assert local == {0: 100, 1: 100, 2: 100}  # then each instance alone, up to its share of 100
+    assert all(cost["budget"] == 100 for _, cost in admitted if not cost["shared"])
+    # Still served on local counters once the burst is over (a new client, its own budget).
+    other = await make_key(conn, ["read"], tier="standard")
+    after = await burst(three, other, 30)
+    assert Counter(status for _, status, _ in after) == {200: 30}
+    assert not any(body["extensions"]["cost"]["shared"] for _, _, body in after)

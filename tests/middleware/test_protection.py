@@ -65,7 +65,7 @@ async def test_token_floods_are_refused_at_parse(http: httpx.AsyncClient) -> Non
 
 async def test_huge_pages_are_refused_before_they_run(http: httpx.AsyncClient) -> None:
     error = await refused(http, {"query": "{ materials(first: 5000) { totalCount } }"})
-    assert error["message"] == "first: must be at most 100 (got 5000); page through the rest with cursors"
+    assert error["message"] == "first: must be at most 100 (got 5000)"
     by_variable = {"query": "query($n: Int) { suppliers(first: $n) { edges { node { name } } } }",
                    "variables": {"n": 1000}}
     assert (await refused(http, by_variable))["extensions"] == {"code": "VALIDATION", "field": ["first"]}
