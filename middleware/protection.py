@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from graphql import (
     FieldNode,
     GraphQLError,
@@ -69,6 +70,17 @@ class Refusal(GraphQLError):
         return self
 
 
+ANALYSES = 4096  # operations (with their variables) whose analysis is remembered
+
+
+@dataclass(frozen=True)
+class Analysis:
+    scope: str
+    pages: tuple[tuple[str, int], ...]
+    cost: int
+    rated: tuple[tuple[str, str], ...]  # (Type.field, its declared rate) of rate-limited root fields
+
+
 @dataclass
 class Admission:
     """An admitted operation: its cost and the budget's state after the debit (None: no rate limits)."""
@@ -99,6 +111,7 @@ class Guard:
         if not limits.introspection:
             self.rules += (NoSchemaIntrospectionCustomRule,)
         self._field_rates: dict[str, RateLimitItem] = {}
+        self._analyses: dict[Any, tuple[Any, Analysis]] = {}
 
     def bind(self, schema: Any) -> Guard:
         """The graphql-core schema whose resolvers' metadata declare costs, limits and scopes
@@ -119,6 +132,31 @@ class Guard:
                 return ADMIN
         return needed
 
+    def analyse(self, document: Any, operation: OperationDefinitionNode,
+                variables: Mapping[str, Any] | None) -> Analysis:
+        """Scope, page sizes, cost and rate-limited root fields of an operation with its variables;
+        remembered per parsed document (the lean path and ParserCache hand the same object back
+        for the same text) and variables, so a repeated request does not walk its document again."""
+        try:
+            key: Any = (id(document), id(operation),
+                        orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b"")
+        except TypeError:  # variables that are not plain JSON (an upload): walk every time
+            key = None
+        entry = self._analyses.get(key) if key is not None else None
+        if entry is not None and entry[0] is document:
+            return entry[1]
+        analysis = Analysis(
+            scope=self.required_scope(document, operation),
+            pages=tuple(self.costs.page_sizes(document, operation, variables)),
+            cost=self.costs.cost(document, operation, variables),
+            rated=tuple((name, policy.rate_limit) for name, policy in self.costs.root_policies(document, operation)
+                        if policy.rate_limit is not None))
+        if key is not None:
+            if len(self._analyses) >= ANALYSES:
+                self._analyses.pop(next(iter(self._analyses)))
+            self._analyses[key] = (document, analysis)
+        return analysis
+
     async def admit(self, document: Any, operation: OperationDefinitionNode, variables: Mapping[str, Any] | None,
                     principal: Principal | None, query: str | None = None) -> Admission:
         """Allow-list, authorization, page sizes, cost, then the budget debit; raises Refusal."""
@@ -127,18 +165,19 @@ class Guard:
         if self.allowlisted is not None and (query is None or not await self.allowlisted(sha256_hex(query))):
             raise Refusal("PERSISTED_QUERY_NOT_ALLOWED", "only registered operations run on this server: send the "
                           "sha256Hash of a registered query in extensions.persistedQuery", status=400)
-        scope = self.required_scope(document, operation)
+        analysis = self.analyse(document, operation, variables)
+        scope = analysis.scope
         if not principal.allows(scope):
             who = "anonymous callers" if principal.anonymous else f"the API key {principal.actor}"
             raise Refusal("FORBIDDEN", f"this operation needs the '{scope}' scope, which {who} do not have"
                           if principal.anonymous else
                           f"this operation needs the '{scope}' scope, which {who} does not have",
                           missingScope=scope)
-        for name, size in self.costs.page_sizes(document, operation, variables):
+        for name, size in analysis.pages:
             if size > self.limits.max_page_size:
                 raise Refusal("VALIDATION", f"{name}: must be at most {self.limits.max_page_size} (got {size})",
                               field=[name])
-        cost = self.costs.cost(document, operation, variables)
+        cost = analysis.cost
         if cost > self.limits.max_cost:
             raise Refusal("QUERY_LIMIT", f"the query would cost {cost} points; at most {self.limits.max_cost} "
                           "are allowed per request (ask for smaller pages or fewer nested lists)",
@@ -155,15 +194,13 @@ class Guard:
                               f"{debit.remaining} of {debit.budget} are left in this window; retry in "
                               f"{debit.reset_s} s", status=429, headers={"Retry-After": str(debit.reset_s)},
                               cost=cost, retryAfter=debit.reset_s)
-        for name, policy in self.costs.root_policies(document, operation):
-            if policy.rate_limit is None:
-                continue
+        for name, rate_limit in analysis.rated:
             rate = self._field_rates.get(name)
             if rate is None:
-                rate = self._field_rates[name] = parse_rate(policy.rate_limit, name)
+                rate = self._field_rates[name] = parse_rate(rate_limit, name)
             debit = await self.budgets.debit(f"field:{name}:{principal.rate_key}", rate, 1)
             if not debit.allowed:
-                raise Refusal("RATE_LIMITED", f"{name} may be called {policy.rate_limit}; retry in {debit.reset_s} s",
+                raise Refusal("RATE_LIMITED", f"{name} may be called {rate_limit}; retry in {debit.reset_s} s",
                               status=429, headers={"Retry-After": str(debit.reset_s)}, field=name,
                               retryAfter=debit.reset_s)
         return admission
