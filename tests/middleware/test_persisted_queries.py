@@ -32,7 +32,8 @@ def persisted(digest: str = HASH) -> dict[str, Any]:
 
 @pytest.fixture
 async def http(database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(make_settings(database_url, anonymous="read")) as client:
+    # As shipped: rate limits on, so bodies carry extensions.cost (the ETag is of the data alone).
+    async with app_client(make_settings(database_url, anonymous="read", rate_limit=True)) as client:
         yield client
 
 
@@ -62,6 +63,7 @@ async def test_gets_of_public_persisted_queries_can_be_cached_by_a_cdn(
     assert first.status_code == 200 and first.json()["data"]["units"]
     second = await http.get("/graphql", params={"extensions": extensions})
     assert second.json()["data"] == first.json()["data"]
+    assert second.json()["extensions"]["cost"]["remaining"] < first.json()["extensions"]["cost"]["remaining"]
     assert second.headers["cache-control"] == "public, max-age=300"
     etag = second.headers["etag"]
     assert etag == first.headers["etag"] and etag.startswith('"')
