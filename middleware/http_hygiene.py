@@ -20,7 +20,8 @@ SECURITY_HEADERS = [
 ]
 # GraphiQL's page loads its own scripts and styles from /graphiql-assets, and inline ones.
 CONTENT_SECURITY_POLICY = (b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-                           b"img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'")
+                           b"img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; "
+                           b"connect-src 'self' ws: wss:; frame-ancestors 'none'")
 
 
 class SecurityHeaders:

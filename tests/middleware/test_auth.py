@@ -232,3 +232,21 @@ async def test_websockets_take_the_key_from_connection_init(database_url: str, c
     good, anonymous, bad = await asyncio.to_thread(handshakes)
     assert good["type"] == "connection_ack"
     assert anonymous == bad == 4403
+
+
+async def test_key_look_ups_are_cached_and_dropped_on_revocation(pg: PostgresBackend, conn: asyncpg.Connection) -> None:
+    from backends.api_keys import KeyRejected, PrincipalResolver
+
+    store = ApiKeyStore(pg)
+    record, key = await store.create("cached", ["read"], tier="partner")
+    resolver = PrincipalResolver(store, ttl=60)
+    for _ in range(5):
+        principal = await resolver.resolve(key)
+    assert resolver.lookups == 1  # one PostgreSQL look-up for five requests
+    assert (principal.actor, principal.tier, principal.rate_key) == (record.prefix, "partner", f"key:{record.prefix}")
+    await store.revoke(record.prefix)
+    assert (await resolver.resolve(key)).actor == record.prefix  # another instance: until its TTL runs out
+    resolver.forget()  # what revokeApiKey does on the instance that revoked
+    with pytest.raises(KeyRejected, match="was revoked"):
+        await resolver.resolve(key)
+    assert resolver.lookups == 2
