@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +50,14 @@ from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
 from backends.warmup import HotKeys, Refresher, Warmer
 from loaders.registry import RequestLoaders
+from middleware.auth import PRINCIPAL
 from middleware.compression import CompressMiddleware
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
 from middleware.json_logs import logging_config
 from middleware.lean_queries import LeanQueries
 from middleware.observability import ObservabilityMiddleware, OperationOutcomeExtension
+from middleware.protection import protection_extension
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
 from middleware.tracing import (
@@ -129,7 +131,7 @@ class Settings:
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000
     cache_l1_mb: int = 64
-    cache_ttl_s: float = 300.0
+    cache_ttl_s: float = 3600.0  # a backstop: writes drop entries by tag, not by time
     response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
     cache_warmup: bool = True  # count hot keys and read them back on start and after bursts (backends.warmup)
     cache_warmup_top: int = 500  # materials per warm-up
@@ -137,6 +139,24 @@ class Settings:
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
     cache_refresh: bool = True  # execute hot stored responses again right after a write dropped them
     cache_warmup_searches: int = 100  # most searched queries embedded on start (query-vector caches)
+    # --- issue 7: protection (API keys, limits, persisted queries, HTTP hygiene) ---
+    anonymous: str = "read"  # read: anonymous callers may read; off: 401 without a key; write: may also write (development)
+    key_cache_ttl_s: float = 5.0  # key look-ups (and allow-list misses) are reused this long: how soon other instances see a revocation
+    introspection: bool = True
+    max_depth: int = 12
+    max_aliases: int = 50
+    max_tokens: int = 1000
+    max_query_chars: int = 20_000
+    max_cost: int = 5000
+    rate_limit: bool = True
+    rate_tiers: str = "anonymous=5000/minute;standard=50000/minute;partner=500000/minute"
+    instances: int = 1  # how many instances share the budget (each one's share while Redis is down)
+    persisted_queries: bool = True  # Automatic Persisted Queries (extensions.persistedQuery)
+    allowlist: bool = False  # only registered persisted queries run
+    persisted_query_cache_s: int = 300  # Cache-Control max-age of GET persisted queries (public data)
+    cors_origins: str = ""  # comma-separated origins allowed by CORS (and for websockets); "*" for any
+    max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 50_000_000
     # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
     metrics: bool = True  # /metrics (prometheus-client) and the request metrics
     prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
@@ -188,7 +208,7 @@ class Settings:
             cache_prefix=env.get("CACHE_PREFIX") or "materials",
             cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
             cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
-            cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", 3600.0),
             response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
             cache_warmup=_flag(env.get("CACHE_WARMUP"), default=True),
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
@@ -196,6 +216,24 @@ class Settings:
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
             cache_refresh=_flag(env.get("CACHE_REFRESH"), default=True),
             cache_warmup_searches=_int(env, "CACHE_WARMUP_SEARCHES", 100),
+            # --- issue 7 ---
+            anonymous=(env.get("ANONYMOUS") or "read").lower(),
+            key_cache_ttl_s=_float(env, "KEY_CACHE_TTL_S", 5.0),
+            introspection=_flag(env.get("INTROSPECTION"), default=True),
+            max_depth=_int(env, "MAX_DEPTH", 12),
+            max_aliases=_int(env, "MAX_ALIASES", 50),
+            max_tokens=_int(env, "MAX_TOKENS", 1000),
+            max_query_chars=_int(env, "MAX_QUERY_CHARS", 20_000),
+            max_cost=_int(env, "MAX_COST", 5000),
+            rate_limit=_flag(env.get("RATE_LIMIT"), default=True),
+            rate_tiers=env.get("RATE_TIERS") or Settings.rate_tiers,
+            instances=_int(env, "INSTANCES", 1),
+            persisted_queries=_flag(env.get("PERSISTED_QUERIES"), default=True),
+            allowlist=_flag(env.get("ALLOWLIST")),
+            persisted_query_cache_s=_int(env, "PERSISTED_QUERY_CACHE_S", 300),
+            cors_origins=env.get("CORS_ORIGINS") or "",
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_000_000),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50_000_000),
             # issue 8
             metrics=_flag(env.get("METRICS"), default=True),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
@@ -348,6 +386,76 @@ async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
         await link.close()
 
 
+@dataclass
+class Protection:
+    """Issue 7's pieces: who is calling, what they may run, and at what cost (middleware.protection)."""
+
+    principals: Any
+    guard: Any
+    budgets: Any
+    persisted: Any
+    admin: Any
+
+
+def build_protection(settings: Settings, pg: PostgresBackend, redis: RedisLink | None) -> Protection:
+    from backends.api_keys import ApiKeyStore, PrincipalResolver
+    from backends.budgets import Budgets
+    from backends.persisted_queries import PersistedQueryStore
+    from middleware.protection import Guard, QueryLimits, tiers_of
+    from resolvers.admin import AdminServices
+
+    if settings.anonymous not in ("read", "off", "write"):
+        raise SystemExit(f"setting ANONYMOUS must be read, off or write (got {settings.anonymous!r})")
+    try:
+        tiers = tiers_of(settings.rate_tiers)
+    except ValueError as exc:
+        raise SystemExit(f"setting {exc}") from None
+    if "anonymous" not in tiers or "standard" not in tiers:
+        raise SystemExit("setting RATE_TIERS must name the anonymous and standard tiers")
+    keys = ApiKeyStore(pg)
+    principals = PrincipalResolver(keys, ttl=settings.key_cache_ttl_s, anonymous_tier="anonymous",
+                                   anonymous_scopes=("read", "write") if settings.anonymous == "write" else ("read",))
+    budgets = (Budgets(settings.redis_url, prefix=settings.cache_prefix, instances=settings.instances)
+               if settings.rate_limit else None)
+    limits = QueryLimits(max_depth=settings.max_depth, max_aliases=settings.max_aliases, max_tokens=settings.max_tokens,
+                         max_chars=settings.max_query_chars, max_page_size=settings.max_page_size,
+                         max_cost=settings.max_cost, introspection=settings.introspection)
+    persisted = (PersistedQueryStore(pg, redis, prefix=settings.cache_prefix, allowed_ttl=settings.key_cache_ttl_s)
+                 if settings.persisted_queries else None)
+    allowed = persisted.allowed if persisted is not None and settings.allowlist else None
+    guard = Guard(limits, budgets=budgets, tiers=tiers, allowlisted=allowed)
+    return Protection(principals, guard, budgets, persisted, AdminServices(keys, principals, persisted))
+
+
+def cors_origins(settings: Settings) -> list[str]:
+    return [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+
+
+def protect(app: Any, settings: Settings, protection: Protection) -> Any:
+    """The HTTP middleware of issue 7 around the app: headers, CORS, body limits, websocket
+    origins, persisted queries, then authentication (innermost, next to /graphql)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from middleware.auth import AuthMiddleware
+    from middleware.http_hygiene import BodyLimit, SecurityHeaders
+    from middleware.persisted_queries import PersistedQueries
+    from middleware.response_media import GraphQLResponseMedia
+
+    if protection.persisted is not None:
+        app = PersistedQueries(app, protection.persisted, allowlist=settings.allowlist,
+                               max_age=settings.persisted_query_cache_s)
+    app = GraphQLResponseMedia(app)
+    app = AuthMiddleware(app, protection.principals, anonymous=settings.anonymous != "off")
+    origins = cors_origins(settings)
+    app = BodyLimit(app, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
+    if origins:
+        app = CORSMiddleware(app, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+                             allow_headers=["authorization", "content-type", "graphql-preflight",
+                                            "apollo-require-preflight", "if-none-match"],
+                             expose_headers=["retry-after", "etag", "x-cache"], max_age=600)
+    return SecurityHeaders(app)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -367,8 +475,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
         extensions.append(QueryStatsExtension)
+    protection = build_protection(settings, pg, redis)  # issue 7
+    extensions.append(protection_extension(protection.guard))
     extensions += [OperationOutcomeExtension, with_tracer(resolver_timer.tracer)]  # issue 8
     schema = build_schema(extensions)
+    protection.guard.bind(schema._schema)
 
     def make_context(request: Any, response: Any) -> Context:
         view = CacheView(cache) if cache is not None else None
@@ -381,15 +492,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_page_size=settings.max_page_size,
             search=search,
             cache=view,
+            principal=request.scope.get(PRINCIPAL),
+            admin=protection.admin,
         )
 
     assets = find_graphiql_assets()
     responses = ResponseCache() if cache is not None and settings.response_cache else None
     lean = (LeanQueries(schema, make_context, query_stats=settings.debug, responses=responses,
+                        guard=protection.guard,
                         middleware_for=lambda: resolver_middleware(resolver_timer))  # issue 8: sampled timings
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
-                                 graphiql_enabled=settings.graphiql, lean_queries=lean)
+                                 graphiql_enabled=settings.graphiql, lean_queries=lean,
+                                 principals=protection.principals, anonymous=settings.anonymous != "off",
+                                 allowed_origins=cors_origins(settings))  # websocket Origin check (issue 7)
     warmer = build_warmer(settings, cache, catalog, prices, lean, search)
     refresher = build_refresher(settings, cache, lean)
 
@@ -447,6 +563,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await search.index.close()
             if redis is not None:
                 await redis.close()
+            if protection.budgets is not None:
+                await protection.budgets.close()
             await pg.close()
 
     routes: list[Any] = [
@@ -459,7 +577,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if assets is not None:
         routes.insert(0, Mount(assets.url_prefix, StaticFiles(directory=assets.directory), name="graphiql-assets"))
     app = Starlette(debug=settings.debug, routes=routes, lifespan=lifespan,
-                    middleware=operation_middleware(settings, tracing))  # issue 8: ids, logs, traces, compression
+                    middleware=[*operation_middleware(settings, tracing),  # issue 8: ids, logs, traces, compression
+                                Middleware(protect, settings=settings, protection=protection)])  # issue 7
     app.state.settings = settings
     app.state.pg = pg
     app.state.search = search
@@ -468,6 +587,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.redis = redis
     app.state.warmer = warmer
     app.state.refresher = refresher
+    app.state.protection = protection
     return app
 
 
@@ -754,6 +874,85 @@ def _command_archive(settings: Settings, args: argparse.Namespace) -> None:
           f"{result.rows_moved} moved row by row; {result.seconds:.2f} s")
 
 
+def _command_keys(settings: Settings, args: argparse.Namespace) -> None:
+    """API keys (issue 7): create prints the key alone on its last line; it is never shown again."""
+    from backends.api_keys import ApiKeyError, ApiKeyStore
+
+    async def run() -> None:
+        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+        async with pg:
+            async with pg.pool.acquire() as conn:
+                await apply_migrations(conn)
+            store = ApiKeyStore(pg)
+            if args.action == "create":
+                record, key = await store.create(args.name, args.scopes.split(","), tier=args.tier,
+                                                 expires_at=args.expires)
+                print(f"created key {record.prefix} ({record.name}): scopes {','.join(record.scopes)}, tier "
+                      f"{record.tier}, expires {record.expires_at.isoformat() if record.expires_at else 'never'}")
+                print("the key is shown this once; store it now:")
+                print(key)
+            elif args.action == "list":
+                for k in await store.list():
+                    state = "active" if k.active() else ("revoked" if k.revoked_at else "expired")
+                    print(f"{k.prefix}  {state:8} {','.join(k.scopes):17} {k.tier:10} "
+                          f"expires {k.expires_at.isoformat() if k.expires_at else 'never':32} {k.name}")
+            elif args.action == "rotate":
+                record, key = await store.rotate(args.prefix, grace=timedelta(seconds=args.grace))
+                print(f"rotated {args.prefix} -> {record.prefix}; the old key works for {args.grace} more seconds")
+                print(key)
+            else:
+                await store.revoke(args.prefix)
+                print(f"revoked {args.prefix} (other instances stop accepting it within "
+                      f"{settings.key_cache_ttl_s:g} s)")
+
+    try:
+        asyncio.run(run())
+    except ApiKeyError as exc:
+        raise SystemExit(f"keys {args.action}: {exc}") from None
+
+
+def _command_queries(settings: Settings, args: argparse.Namespace) -> None:
+    """Registers operations on the persisted-query allow-list (issue 7), one file per operation."""
+    from graphql import GraphQLError, parse
+
+    from backends import audit
+    from backends.persisted_queries import PersistedQueryStore
+
+    texts = []
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            raise SystemExit(f"queries register: {path}: no such file")
+        text = path.read_text(encoding="utf-8")
+        try:
+            parse(text)
+        except GraphQLError as exc:
+            raise SystemExit(f"queries register: {path}: {exc.message} (nothing was registered)") from None
+        texts.append((path, text))
+
+    async def run() -> None:
+        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+        async with pg:
+            async with pg.pool.acquire() as conn:
+                await apply_migrations(conn)
+            store = PersistedQueryStore(pg, None, prefix=settings.cache_prefix)
+            for path, text in texts:
+                digest = await store.register(text)
+                await audit.record(pg, "registerPersistedQuery", {"sha256Hash": digest, "file": path.name}, "ok",
+                                   actor="cli")
+                print(f"{digest}  {path}")
+
+    asyncio.run(run())
+
+
+def _expiry(text: str) -> datetime:
+    """An ISO date-time, or a duration from now: 30d, 12h, 90m."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(**{units[text[-1]]: int(text[:-1])})
+    return _datetime(text)
+
+
 def _datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -799,6 +998,25 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead (default 5)")
     archive.add_argument("--dry-run", action="store_true",
                          help="say what would be archived and how (attached months, rows moved), change nothing")
+    keys = sub.add_parser("keys", help="API keys: create, list, rotate, revoke")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key; prints it alone on the last line (shown once)")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument("--scopes", default="read", help="comma-separated: read, write, admin (default read)")
+    create.add_argument("--tier", default="standard", help="rate-limit tier (RATE_TIERS; default standard)")
+    create.add_argument("--expires", type=_expiry, default=None,
+                        help="ISO date-time or a duration from now (30d, 12h, 90m); default never")
+    key_actions.add_parser("list", help="every key: prefix, state, scopes, tier, expiry, name")
+    rotate = key_actions.add_parser("rotate", help="replace a key; the old one keeps working for --grace seconds")
+    rotate.add_argument("prefix")
+    rotate.add_argument("--grace", type=int, default=86400, help="seconds the old key stays valid (default 86400)")
+    revoke = key_actions.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("prefix")
+    queries = sub.add_parser("queries", help="persisted-query allow-list (ALLOWLIST=on)")
+    query_actions = queries.add_subparsers(dest="action", required=True)
+    register = query_actions.add_parser("register", help="register operations (one .graphql file each); "
+                                                        "prints each one's sha256Hash")
+    register.add_argument("files", nargs="+")
     return parser
 
 
@@ -810,7 +1028,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "serve" and args.command is None:
         args = build_parser().parse_args(["serve"])
     commands = {"serve": _command_serve, "migrate": _command_migrate, "seed": _command_seed, "import": _command_import,
-                "reindex": _command_reindex, "archive": _command_archive}
+                "reindex": _command_reindex, "archive": _command_archive, "keys": _command_keys,
+                "queries": _command_queries}
     commands[command](settings, args)
 
 

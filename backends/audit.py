@@ -36,3 +36,14 @@ async def record(pg: PostgresBackend, operation: str, variables: Mapping[str, An
             actor, operation, summarise(variables), outcome, None if detail is None else summarise(detail))
     except Exception:  # the mutation's own outcome stands; the gap is logged loudly
         log.exception("could not write the audit record of %s", operation)
+
+
+async def read(pg: PostgresBackend, *, operation: str | None = None, actor: str | None = None,
+               since: Any = None, until: Any = None, before_id: int | None = None, limit: int = 20) -> list[Any]:
+    """Audit rows newest first, filtered; `before_id` continues a page (keyset on id)."""
+    return await pg.fetch(
+        "SELECT id, at, actor, operation, variables, outcome, detail FROM audit_log "
+        "WHERE ($1::text IS NULL OR operation = $1) AND ($2::text IS NULL OR actor = $2) "
+        "AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4) "
+        "AND ($5::bigint IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+        operation, actor, since, until, before_id, limit)

@@ -8,9 +8,9 @@ before any worker imports prometheus-client, each worker writes its values there
 answering process and every few seconds in each worker (backends.background), because
 a gauge function cannot run in another process.
 
-Fed by other features after merging: RATE_LIMIT_REFUSALS (issue 7: API keys and rate
-limits, `refused(reason)`), OPEN_SUBSCRIPTIONS (issue 6: subscriptions, inc/dec per
-subscriber queue).
+Fed by other features: RATE_LIMIT_REFUSALS (refusals of middleware.auth and
+middleware.protection by reason, through `refused(reason)`), OPEN_SUBSCRIPTIONS (issue 6:
+subscriptions, inc/dec per subscriber queue).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ IMPORT_ROWS = Counter("materials_import_rows", "Price-list rows imported, by out
                       ["outcome"])
 
 # -- fed by other features after merging ---------------------------------------------------------
-RATE_LIMIT_REFUSALS = Counter("materials_rate_limit_refusals", "Requests refused by the rate limiter, by reason",
+RATE_LIMIT_REFUSALS = Counter("materials_rate_limit_refusals", "Requests refused before running, by reason "
+                              "(rate limit, cost, depth, unauthenticated...)",
                               ["reason"])
 OPEN_SUBSCRIPTIONS = Gauge("materials_open_subscriptions", "GraphQL subscriptions open on this instance",
                            multiprocess_mode="livesum")
@@ -78,7 +79,7 @@ CIRCUIT_STATES = {"closed": 0, "half-opened": 1, "opened": 2}
 
 
 def refused(reason: str) -> None:
-    """One request refused by the rate limiter (issue 7 calls this)."""
+    """One request refused (middleware.auth.count_refusal calls this)."""
     RATE_LIMIT_REFUSALS.labels(reason).inc()
 
 

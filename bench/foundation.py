@@ -263,7 +263,8 @@ def servers_stopped_on_exit() -> Iterator[None]:
 def start_api(db_url: str, workers: int, pool_max: int, log_dir: Path) -> Server:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "DEBUG": "1", "WORKERS": str(workers), "SEED_DEMO": "0",
-           "PG_POOL_MAX": str(pool_max), "HOST": "127.0.0.1", "PORT": str(port)}
+           "PG_POOL_MAX": str(pool_max), "HOST": "127.0.0.1", "PORT": str(port),
+           "RATE_LIMIT": "0"}  # one client at full speed: budgets are bench/protection.py's subject
     cmd = [sys.executable, "server.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return start_server("api", cmd, env, port, log_dir)
 

@@ -201,7 +201,8 @@ def main() -> int:
     with servers_stopped_on_exit():
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(DATA_DIR), "DEBUG": "1", "WORKERS": "1",
-               "SEED_DEMO": "0", "EMBEDDER": "e5", "RESPONSE_CACHE": "0", "HOST": "127.0.0.1", "PORT": str(port)}
+               "SEED_DEMO": "0", "EMBEDDER": "e5", "RESPONSE_CACHE": "0", "HOST": "127.0.0.1", "PORT": str(port),
+               "RATE_LIMIT": "0"}  # one client at full speed: budgets are bench/protection.py's subject
         server = start_server("search-api", [sys.executable, "server.py", "serve", "--port", str(port)], env, port,
                               RESULTS / "logs")
         endpoint = server.endpoint("/graphql")

@@ -11,7 +11,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
 
+from backends.api_keys import KeyRejected, PrincipalResolver
+from middleware.auth import principal_from_params
 from middleware.graphiql import GraphiQLAssets
 from middleware.lean_queries import LeanQueries
 
@@ -27,6 +31,8 @@ class CatalogGraphQL(GraphQL):
         graphiql: GraphiQLAssets | None,
         graphiql_enabled: bool = True,
         lean_queries: LeanQueries | None = None,
+        principals: PrincipalResolver | None = None,
+        anonymous: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql_enabled else None,
@@ -34,6 +40,8 @@ class CatalogGraphQL(GraphQL):
         self._context_factory = context_factory
         self._graphiql_page = graphiql.page() if graphiql else None
         self._lean = lean_queries
+        self._principals = principals  # issue 7: a websocket's key may come in connection_init
+        self._anonymous = anonymous
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and _is_multipart(scope) and not _has_preflight_header(scope):
@@ -59,6 +67,17 @@ class CatalogGraphQL(GraphQL):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
         return self._context_factory(request, response)
 
+    async def on_ws_connect(self, context: Any) -> Any:
+        """connection_init: the key in its payload (if any) decides who the connection acts as."""
+        if self._principals is None:
+            return UNSET
+        try:
+            context.principal = await principal_from_params(self._principals, context.connection_params,
+                                                            context.principal, anonymous=self._anonymous)
+        except KeyRejected as exc:
+            raise ConnectionRejectionError({"message": str(exc), "code": "UNAUTHENTICATED"}) from None
+        return UNSET
+
     async def render_graphql_ide(self, request: Request) -> Response:
         if self._graphiql_page is None:
             return await super().render_graphql_ide(request)
@@ -66,6 +85,9 @@ class CatalogGraphQL(GraphQL):
 
     def parse_json(self, data: str | bytes) -> Any:
         parsed = super().parse_json(data)
+        if isinstance(parsed, list) and self.schema.config.batching_config is None:
+            raise HTTPException(400, "A JSON array (a batch of operations) is not accepted: "
+                                     "send one operation per request")
         if not isinstance(parsed, dict | list):
             # Strawberry would fail on it with an AttributeError (a 500); it is the client's mistake.
             raise HTTPException(400, "The request body must be a JSON object (or a list of them for a batch)")

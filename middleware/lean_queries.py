@@ -24,8 +24,10 @@ from starlette.responses import Response
 from strawberry.schema.schema import validate_document
 
 from backends.postgres import track_queries
-from middleware.observability import note_operation, outcome_of
-from middleware.response_cache import ResponseCache
+from middleware.auth import PRINCIPAL
+from middleware.observability import note_operation, note_outcome, outcome_of
+from middleware.protection import Admission, Guard, Refusal
+from middleware.response_cache import ANONYMOUS, ResponseCache
 
 DOCUMENT_CACHE_SIZE = 1024
 
@@ -34,9 +36,12 @@ class LeanQueries:
     """Answers POSTed JSON query operations; `handle` returns False for anything else."""
 
     def __init__(self, schema: Any, context_factory: Callable[[Any, Any], Any], *, query_stats: bool,
-                 responses: ResponseCache | None = None,
+                 responses: ResponseCache | None = None, guard: Guard | None = None,
                  middleware_for: Callable[[], list[Any] | None] | None = None) -> None:
         self._schema = schema
+        self._guard = guard
+        self._rules = tuple(specified_rules) + (guard.rules if guard is not None else ())
+        self._max_tokens = guard.limits.max_tokens if guard is not None else None
         self._graphql_schema = schema._schema
         self._executor = schema.execution_context_class
         self._context_factory = context_factory
@@ -47,20 +52,27 @@ class LeanQueries:
         self._documents: OrderedDict[str, Any] = OrderedDict()
 
     def _document(self, query: str) -> Any:
-        document = self._documents.get(query, False)
-        if document is not False:
+        """(parsed document, its normalised text), or None when it does not parse or validate."""
+        verdict = self._verdict(query)
+        return verdict if isinstance(verdict, tuple) else None
+
+    def _verdict(self, query: str) -> tuple[Any, str] | list[GraphQLError]:
+        """The document, or the errors that refuse it (kept too: a flood of one bad document
+        is answered from here, not parsed again)."""
+        verdict = self._documents.get(query)
+        if verdict is not None:
             self._documents.move_to_end(query)
-            return document
+            return verdict
         try:
-            parsed = parse(query)
-            errors = validate_document(self._graphql_schema, parsed, tuple(specified_rules))
-            document = None if errors else (parsed, print_ast(parsed))
-        except GraphQLError:
-            document = None
-        self._documents[query] = document
+            parsed = parse(query, max_tokens=self._max_tokens)
+            errors = validate_document(self._graphql_schema, parsed, self._rules)
+            verdict = list(errors) if errors else (parsed, print_ast(parsed))
+        except GraphQLError as error:
+            verdict = [error]
+        self._documents[query] = verdict
         if len(self._documents) > DOCUMENT_CACHE_SIZE:
             self._documents.popitem(last=False)
-        return document
+        return verdict
 
     async def handle(self, scope: Any, receive: Any, send: Any, body: bytes) -> bool:
         try:
@@ -99,33 +111,69 @@ class LeanQueries:
             return False
         if not (name is None or isinstance(name, str)):
             return False
-        parsed = self._document(query)
-        if parsed is None:
-            return False
-        document, normalised = parsed
+        if self._guard is not None:
+            try:
+                self._guard.limit_query(query)
+            except Refusal as refusal:
+                await _refuse(refusal, scope, receive, send, self._query_stats)
+                return True
+        verdict = self._verdict(query)
+        if not isinstance(verdict, tuple):
+            if self._guard is None:
+                return False
+            # Answered here, byte for byte as Strawberry would (tests compare): a hostile document
+            # is not parsed and validated a second time by Strawberry's view.
+            await self._refuse_document(verdict, scope, receive, send)
+            return True
+        document, normalised = verdict
         operation = get_operation_ast(document, name)
         if operation is None or operation.operation is not OperationType.QUERY:
             return False
+        admission: Admission | None = None
+        principal = scope.get(PRINCIPAL)
+        if self._guard is not None:
+            # Before anything runs or is served from the response cache.
+            try:
+                admission = await self._guard.admit(document, operation, variables, principal, query)
+            except Refusal as refusal:
+                await _refuse(refusal, scope, receive, send, self._query_stats)
+                return True
+        cost = admission.cost_extension() if admission is not None else None
 
         label = name or (operation.name.value if operation.name else None)
         note_operation(label, "ok")  # the outcome is corrected by _execute (errors) or below (cached)
         context = self._context_factory(Request(scope, receive), None)
         view = getattr(context, "cache", None)
         if self._responses is None or view is None or not self._responses.answers(operation):
-            body, _ = await self._execute(document, context, variables, name)
+            body, _ = await self._execute(document, context, variables, name, cost=cost)
             await Response(body, media_type="application/json")(scope, receive, send)
             return True
-        key = (normalised, name, variables or {}, self._responses.scope_of(scope))
+        # Stored operations read public catalog data only, the same for every caller allowed
+        # to read (the guard just checked that): one shared entry. Without a guard (tests of
+        # the cache alone) callers keep entries of their own.
+        owner = ANONYMOUS if self._guard is not None else self._responses.scope_of(scope)
+        key = (normalised, name, variables or {}, owner)
         fresh: list[bytes] = []
         stored, hit = await self._responses.serve(
-            view, key, lambda: self._execute(document, context, variables, name, stored=fresh))
-        # The stored bytes never hold this request's queryStats; a miss answers with them.
-        body = stored if hit or not fresh else fresh[0]
+            view, key, lambda: self._execute(document, context, variables, name, stored=fresh, cost=cost))
+        # The stored bytes never hold this request's queryStats or cost; a miss answers with them.
+        body = with_extensions(stored, {"cost": cost} if cost else None) if hit or not fresh else fresh[0]
         if hit:
             note_operation(label, "cached")
         headers = {"x-cache": "hit" if hit else "miss"}
         await Response(body, media_type="application/json", headers=headers)(scope, receive, send)
         return True
+
+    async def _refuse_document(self, errors: list[GraphQLError], scope: Any, receive: Any, send: Any) -> None:
+        for error in errors:
+            if isinstance(error, Refusal):
+                error.counted()
+        note_outcome(outcome_of(errors))
+        self._schema.process_errors(errors)  # logged like Strawberry logs them
+        payload: dict[str, Any] = {"data": None, "errors": [error.formatted for error in errors]}
+        if self._query_stats:
+            payload["extensions"] = {"queryStats": {"sqlRoundTrips": 0}}
+        await Response(orjson.dumps(payload), media_type="application/json")(scope, receive, send)
 
     async def prefetch(self, query: str, name: str | None, variables: dict[str, Any]) -> bool:
         """The warm-up (backends.warmup): runs a query as an anonymous caller through the
@@ -152,7 +200,7 @@ class LeanQueries:
         return True
 
     async def _execute(self, document: Any, context: Any, variables: dict[str, Any] | None, name: str | None,
-                       stored: list[bytes] | None = None) -> tuple[bytes, bool]:
+                       stored: list[bytes] | None = None, cost: dict[str, Any] | None = None) -> tuple[bytes, bool]:
         """The response body, and whether it may be stored (no errors); with `stored`, returns
         the body without queryStats and appends the one with them to `stored`."""
         stats = track_queries() if self._query_stats else None
@@ -167,13 +215,39 @@ class LeanQueries:
             self._schema.process_errors(result.errors)
             payload["errors"] = [error.formatted for error in result.errors]
         plain = body = orjson.dumps(payload)
+        extensions: dict[str, Any] = {}
         if stats is not None:
-            payload["extensions"] = {"queryStats": {"sqlRoundTrips": stats.round_trips}}
+            extensions["queryStats"] = {"sqlRoundTrips": stats.round_trips}
+        if cost is not None:
+            extensions["cost"] = cost
+        if extensions:
+            payload["extensions"] = extensions
             body = orjson.dumps(payload)
         if stored is None:
             return body, not result.errors
         stored.append(body)
         return plain, not result.errors
+
+
+def with_extensions(body: bytes, extensions: dict[str, Any] | None) -> bytes:
+    """A stored body (`{"data":...}` as orjson wrote it, no extensions) with `extensions` added
+    last, byte for byte what orjson.dumps would give for the whole payload."""
+    if not extensions:
+        return body
+    return body[:-1] + b',"extensions":' + orjson.dumps(extensions) + b"}"
+
+
+async def _refuse(refusal: Refusal, scope: Any, receive: Any, send: Any, query_stats: bool) -> None:
+    # The same bytes as Strawberry's answer to the refusal raised in ProtectionExtension
+    # (nothing ran: no SQL round trips).
+    refusal.counted()
+    note_outcome("refused")
+    payload: dict[str, Any] = {"data": None, "errors": [refusal.formatted]}
+    if query_stats:
+        payload["extensions"] = {"queryStats": {"sqlRoundTrips": 0}}
+    body = orjson.dumps(payload)
+    await Response(body, status_code=refusal.status, media_type="application/json",
+                   headers=refusal.headers)(scope, receive, send)
 
 
 def _operation_name(document: Any) -> str | None:

@@ -3,8 +3,8 @@
 Every HTTP request gets a `RequestObservation` in its scope (`observation_of(scope)`) and in a
 context variable (`current_observation()`), filled in by whoever learns something about it:
 the GraphQL paths name the operation and its outcome (`note_operation`; the lean path in
-middleware.lean_queries, Strawberry's through `OperationOutcomeExtension`), the API-key
-check (issue 7) sets `principal` to the key's prefix. When the response is sent the
+middleware.lean_queries, Strawberry's through `OperationOutcomeExtension`); the principal
+is the API key's prefix that middleware.auth put in the scope. When the response is sent the
 middleware records the request's metrics (backends.metrics) and logs one line:
 
     {"message": "request", "requestId": ..., "operation": ..., "outcome": ..., "principal": ...,
@@ -31,6 +31,7 @@ from strawberry.extensions import SchemaExtension
 
 from backends import metrics
 from backends.postgres import current_query_stats, track_queries
+from middleware.auth import PRINCIPAL
 
 log = logging.getLogger("materials.requests")
 
@@ -50,8 +51,8 @@ class RequestObservation:
     method: str
     path: str
     operation: str | None = None  # the GraphQL operation's name ("anonymous" when it has none)
-    outcome: str | None = None  # ok, cached, error, unavailable (None: from the HTTP status)
-    principal: str = "anonymous"  # issue 7 sets an API key's prefix
+    outcome: str | None = None  # ok, cached, error, unavailable, refused (None: from the HTTP status)
+    principal: str = "anonymous"  # the API key's prefix (middleware.auth's principal), when one was sent
     trace_id: str | None = None
     sampled: bool = False  # resolver timings (and spans, when tracing) for this request
 
@@ -76,14 +77,26 @@ def note_operation(name: str | None, outcome: str) -> None:
         observation.outcome = outcome
 
 
+def note_outcome(outcome: str) -> None:
+    """Sets the current request's outcome only (a request refused before its operation was named)."""
+    observation = _current.get()
+    if observation is not None:
+        observation.outcome = outcome
+
+
+# Codes of requests refused before running (middleware.protection, middleware.auth).
+REFUSAL_CODES = frozenset({"RATE_LIMITED", "QUERY_LIMIT", "FORBIDDEN", "PERSISTED_QUERY_NOT_ALLOWED"})
+
+
 def outcome_of(errors: Any) -> str:
-    """ok, or error / unavailable (a backend was down) from a result's GraphQL errors."""
+    """ok, or refused / unavailable (a backend was down) / error from a result's GraphQL errors."""
     if not errors:
         return "ok"
-    for error in errors:
-        extensions = getattr(error, "extensions", None) or {}
-        if extensions.get("code") == "UNAVAILABLE":
-            return "unavailable"
+    codes = {(getattr(error, "extensions", None) or {}).get("code") for error in errors}
+    if "UNAVAILABLE" in codes:
+        return "unavailable"
+    if codes & REFUSAL_CODES:
+        return "refused"
     return "error"
 
 
@@ -140,6 +153,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
+            principal = scope.get(PRINCIPAL)  # set by the API-key check (middleware.auth)
+            if principal is not None:
+                observation.principal = principal.actor
             self._finish(observation, status, seconds)
             _current.reset(token)
 

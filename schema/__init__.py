@@ -7,7 +7,9 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.tools import merge_types
 
+from schema.admin import AdminMutation, AdminQuery
 from schema.category import Category
 from schema.execution import CompiledExecutionContext
 from schema.material import Material
@@ -25,8 +27,8 @@ def build_schema(
     `compiled=False` leaves every field to graphql-core (tests compare the two).
     """
     return strawberry.Schema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, AdminQuery)),  # admin fields: issue 7
+        mutation=merge_types("Mutation", (Mutation, AdminMutation)),
         types=[Material, Category, Supplier, PriceList],
         extensions=list[Any](extensions),
         execution_context_class=CompiledExecutionContext if compiled else None,

@@ -152,7 +152,7 @@ class Material(Node):
         page = await price_resolvers.price_history_page(info.context, self.pk, supplier_id, since, first, after)
         return await PriceConnection.from_page(page, info)
 
-    @strawberry.field(description="Nearest materials by meaning.")
+    @strawberry.field(description="Nearest materials by meaning.", metadata={"cost": 5})
     async def similar(
         self, info: strawberry.Info[Context, None], first: int | None = 10
     ) -> list[Annotated[SearchHit, strawberry.lazy("schema.search")]]:

@@ -174,20 +174,21 @@ def audited(operation: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
         async def run(self: Any, info: strawberry.Info[Context, None], **kwargs: Any) -> T:
             pg = info.context.catalog.pg
             variables = _plain(kwargs)
+            actor = info.context.actor  # the API key's prefix
             try:
                 result = await resolver(self, info, **kwargs)
                 if not getattr(result, "errors", None):  # a refused write wrote nothing
                     await committed(info)
             except Exception as exc:
-                await audit.record(pg, operation, variables, "error", {"error": str(exc)})
+                await audit.record(pg, operation, variables, "error", {"error": str(exc)}, actor=actor)
                 raise
             errors = getattr(result, "errors", None)
             if errors:
                 await audit.record(pg, operation, variables, "rejected",
                                    {"errors": [{"field": e.field, "message": e.message, "code": e.code.value}
-                                               for e in errors]})
+                                               for e in errors]}, actor=actor)
             else:
-                await audit.record(pg, operation, variables, "ok")
+                await audit.record(pg, operation, variables, "ok", actor=actor)
             return result
 
         return run

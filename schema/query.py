@@ -124,7 +124,9 @@ class Query:
             await prefetch_direct(info, [price_list])
         return price_list
 
-    @strawberry.field
+    # Search costs more than a catalog read (text and vector sides, an embedding) and has a
+    # per-caller limit of its own on top of the budget (middleware.cost, middleware.protection).
+    @strawberry.field(metadata={"cost": 10, "rate_limit": "120/minute"})
     async def search(
         self,
         info: strawberry.Info[Context, None],
@@ -142,7 +144,8 @@ class Query:
     async def suggest(self, info: strawberry.Info[Context, None], prefix: str, first: int | None = 10) -> list[str]:
         return await search_resolvers.suggest(info.context, prefix, first)
 
-    @strawberry.field(description="Catalog candidates for a raw supplier row, best first (used when importing price lists).")
+    @strawberry.field(description="Catalog candidates for a raw supplier row, best first (used when importing price lists).",
+                      metadata={"cost": 10})
     async def match_material(
         self, info: strawberry.Info[Context, None], name: str, unit: str | None = None, first: int | None = 5
     ) -> list[SearchHit]:

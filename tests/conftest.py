@@ -26,7 +26,7 @@ from backends.migrator import apply_migrations
 from backends.postgres import PostgresBackend
 
 DATA_TABLES = (
-    "material_search, search_words, search_queries, index_cursors, events, audit_log, current_prices, prices, prices_archive, price_list_rejected_rows, price_lists, materials, suppliers, categories"
+    "material_search, search_words, search_queries, index_cursors, events, audit_log, api_keys, persisted_queries, current_prices, prices, prices_archive, price_list_rejected_rows, price_lists, materials, suppliers, categories"
 )
 
 
@@ -111,9 +111,13 @@ def make_settings(database_url: str, **overrides: Any) -> Any:
 
     # Search on the hashed-trigram embedder and qdrant-client's in-memory local mode unless a
     # test asks for more (tests/schema/test_search.py runs the real model).
+    # Tests of other things call mutations without a key and make many requests in a row: they
+    # run with anonymous writes and without rate limits (tests/middleware/test_protection.py and
+    # its neighbours check both as they ship: ANONYMOUS=read, RATE_LIMIT=on).
     values: dict[str, Any] = {"database_url": database_url, "seed_demo": False, "debug": True,
                               "embedder": "hash", "qdrant_url": ":memory:",
-                              "data_dir": Path(tempfile.gettempdir()) / "materials-tests"}
+                              "data_dir": Path(tempfile.gettempdir()) / "materials-tests",
+                              "anonymous": "write", "rate_limit": False}
     values.update(overrides)
     return Settings(**values)
 

@@ -33,7 +33,7 @@ def start_instance(database_url: str, prefix: str, data_dir: Path) -> tuple[subp
     env = {k: v for k, v in os.environ.items() if k not in {"TEST_DATABASE_URL", "SEED_DEMO"}}
     env.update({"DATABASE_URL": database_url, "REDIS_URL": SHARED_REDIS, "CACHE_PREFIX": prefix, "PORT": str(port),
                 "DATA_DIR": str(data_dir), "EMBEDDER": "hash", "QDRANT_URL": ":memory:", "SEARCH_INDEXER": "0",
-                "AUTO_MIGRATE": "0", "SEED_DEMO": "0"})
+                "AUTO_MIGRATE": "0", "SEED_DEMO": "0", "ANONYMOUS": "write", "RATE_LIMIT": "0"})
     proc = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, port

@@ -17,6 +17,7 @@ from backends.warmup import WARMED, HotKeys
 from resolvers.ids import to_global_id
 from tests.catalog_fixtures import JAN, insert_material, insert_price_list, insert_supplier
 from tests.conftest import SHARED_REDIS, make_settings
+from tests.keys import make_key
 
 MATERIAL = "query($id: ID!) { material(id: $id) { name currentPrices { unitPrice } } }"
 HANG_GUARD = 60  # seconds; only against a hang, never a measured time
@@ -100,24 +101,27 @@ async def test_after_a_restart_the_hot_materials_are_cached_before_anyone_asks(
         await redis.aclose()
 
 
-async def test_after_a_restart_hot_anonymous_responses_are_stored_before_anyone_asks(
+async def test_after_a_restart_hot_public_responses_are_stored_before_anyone_asks(
     database_url: str, empty_catalog: object, conn: asyncpg.Connection, redis_prefix: str
 ) -> None:
-    public, private = await _catalog(conn, 2)
+    public, keyed_read = await _catalog(conn, 2)
+    key = {"authorization": f"Bearer {await make_key(conn, ['read'])}"}
     settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix)
     async with instance(settings) as (_, http):
         for _ in range(2):
             await post(http, MATERIAL, {"id": to_global_id("Material", public)})
-            await post(http, MATERIAL, {"id": to_global_id("Material", private)}, authorization="Bearer k1")
+            await post(http, MATERIAL, {"id": to_global_id("Material", keyed_read)}, **key)
     await _drop_entries(redis_prefix)
     async with instance(settings) as (app, http):
         await warmed(app, 1)
-        assert app.state.warmer.warmed["response"] == 1  # a caller's credentials are never replayed
+        # Catalog reads are public: a key's read is stored (and warmed) as anyone's, and the
+        # warm-up replays it without the key (credentials are never replayed).
+        assert app.state.warmer.warmed["response"] == 2
         first = await post(http, MATERIAL, {"id": to_global_id("Material", public)})
         assert first.headers["x-cache"] == "hit"
         assert first.json() == {"data": {"material": {"name": "Материал 0", "currentPrices": [{"unitPrice": "100.00"}]}}}
-        keyed = await post(http, MATERIAL, {"id": to_global_id("Material", private)}, authorization="Bearer k1")
-        assert keyed.headers["x-cache"] == "miss"
+        keyed = await post(http, MATERIAL, {"id": to_global_id("Material", keyed_read)}, **key)
+        assert keyed.headers["x-cache"] == "hit"
 
 
 async def test_after_an_invalidation_burst_the_hot_entries_are_read_again_fresh(

@@ -145,3 +145,29 @@ async def test_top_level_resolvers_are_timed_on_sampled_requests_only(
     assert timed(after, "Query.categories") - timed(before, "Query.categories") == expected
     assert timed(after, "Mutation.createSupplier") - timed(before, "Mutation.createSupplier") == expected // 3
     assert timed(after, "Unit.code") == 0  # nested fields are never wrapped
+
+
+async def test_the_api_keys_prefix_is_the_principal_and_refusals_are_counted_by_reason(
+    database_url: str, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import app_client, make_settings
+    from tests.keys import bearer, make_key
+
+    key = await make_key(conn, ("read",))
+    prefix = key.split("_")[1]
+    deep = "query Deep { categories { children { children { children { id } } } } }"
+    async with app_client(make_settings(database_url, max_depth=3)) as http:
+        before = (await http.get("/metrics")).text
+        with caplog.at_level(logging.INFO, logger="materials.requests"):
+            ok = await http.post("/graphql", json={"query": "query Mine { units { code } }"}, headers=bearer(key))
+            refused = await http.post("/graphql", json={"query": deep})
+        after = (await http.get("/metrics")).text
+    assert "errors" not in ok.json()
+    assert refused.json()["errors"][0]["extensions"]["code"] == "QUERY_LIMIT"
+    mine, deep_line = (r.fields for r in caplog.records if r.name == "materials.requests")
+    assert (mine["operation"], mine["principal"], mine["outcome"]) == ("Mine", prefix, "ok")
+    # Refused while validating, before any operation was chosen: no operation name to report.
+    assert (deep_line["operation"], deep_line["principal"], deep_line["outcome"]) == (None, "anonymous", "refused")
+    assert requests_of(after, "none", "refused") == requests_of(before, "none", "refused") + 1
+    assert sum_values(after, "materials_rate_limit_refusals_total") == \
+        sum_values(before, "materials_rate_limit_refusals_total") + 1

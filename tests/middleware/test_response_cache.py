@@ -16,6 +16,7 @@ from backends.cache_codec import decode_entry
 from resolvers.ids import to_global_id
 from tests.catalog_fixtures import JAN, insert_category, insert_material, insert_price_list, insert_supplier
 from tests.conftest import SHARED_REDIS, app_client, make_settings
+from tests.keys import bearer, make_key
 
 MATERIAL = """query($id: ID!) { material(id: $id) { name category { name } currentPrices { unitPrice } } }"""
 PAGE = "{ materials(first: 10) { totalCount edges { node { name } } } }"
@@ -60,7 +61,7 @@ async def test_a_repeated_query_is_served_from_stored_bytes_without_executing(
     assert second.json()["data"]["material"]["name"] == "Цемент М500"
 
 
-async def test_variables_and_callers_get_entries_of_their_own(
+async def test_variables_get_entries_of_their_own_and_callers_share_public_ones(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     mid = await _catalog(conn)
@@ -68,10 +69,11 @@ async def test_variables_and_callers_get_entries_of_their_own(
     assert (await post(client, MATERIAL, {"id": to_global_id("Material", mid)})).headers["x-cache"] == "miss"
     sand = await post(client, MATERIAL, {"id": to_global_id("Material", other)})
     assert sand.headers["x-cache"] == "miss" and sand.json()["data"]["material"]["name"] == "Песок речной"
-    keyed = await post(client, MATERIAL, {"id": to_global_id("Material", mid)}, headers={"Authorization": "Bearer k1"})
-    assert keyed.headers["x-cache"] == "miss"
-    again = await post(client, MATERIAL, {"id": to_global_id("Material", mid)}, headers={"Authorization": "Bearer k1"})
-    assert again.headers["x-cache"] == "hit"
+    # Catalog reads are public: a caller with a key is served the entry an anonymous one filled
+    # (after the guard admitted it: tests/middleware/test_protection.py).
+    headers = bearer(await make_key(conn, ["read"]))
+    keyed = await post(client, MATERIAL, {"id": to_global_id("Material", mid)}, headers=headers)
+    assert keyed.headers["x-cache"] == "hit"
 
 
 async def test_writes_drop_the_responses_that_contain_what_they_changed(
@@ -143,8 +145,8 @@ async def test_get_queries_are_served_from_the_same_entries_as_posts(
     assert (await get(client, PAGE)).headers["x-cache"] == "miss"
     posted = await post(client, PAGE)
     assert posted.headers["x-cache"] == "hit"
-    keyed = await get(client, MATERIAL, variables, headers={"Authorization": "Bearer k1"})
-    assert keyed.headers["x-cache"] == "miss"
+    keyed = await get(client, MATERIAL, variables, headers=bearer(await make_key(conn, ["read"])))
+    assert keyed.headers["x-cache"] == "hit"
     update = "mutation($id: ID!) { updateMaterial(id: $id, patch: {name: \"Цемент М500 Д0\"}) { errors { code } } }"
     await post(client, update, variables)
     changed = await get(client, MATERIAL, variables)

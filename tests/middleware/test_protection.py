@@ -1,0 +1,112 @@
+"""Hostile queries are refused before they run, with the same answer on the lean path and Strawberry's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from backends.postgres import PostgresBackend
+from middleware.protection import refusals
+from tests.catalog_fixtures import small_catalog
+from tests.conftest import app_client, make_settings
+
+DEEP = "{ categories { " + "children { " * 12 + "name" + " }" * 12 + " } }"
+COSTLY = """{ materials(first: 100) { edges { node { name priceHistory(first: 100) { edges { node {
+  supplier { priceLists(first: 50) { edges { node { version } } } } } } } } } } }"""
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "strawberry"])
+async def http(request: Any, database_url: str, empty_catalog: PostgresBackend) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(make_settings(database_url, anonymous="read", lean_queries=request.param,
+                                        debug=False)) as client:
+        yield client
+
+
+async def refused(client: httpx.AsyncClient, body: Any, status: int = 200) -> dict[str, Any]:
+    response = await client.post("/graphql", json=body)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload.get("data") is None and payload["errors"], payload
+    return payload["errors"][0]
+
+
+async def test_deep_nesting_is_refused(http: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    await small_catalog(conn)
+    error = await refused(http, {"query": DEEP})
+    assert error["message"] == "the query nests fields 14 deep; at most 12 levels are allowed"
+    assert error["extensions"] == {"code": "QUERY_LIMIT", "limit": "depth", "max": 12}
+    # Fragments do not hide depth
+    spread = ("query { categories { ...A } } fragment A on Category { children { ...B } } "
+              "fragment B on Category { children { " + "children { " * 11 + "name" + " }" * 11 + " } }")
+    assert (await refused(http, {"query": spread}))["extensions"]["limit"] == "depth"
+    ok = await http.post("/graphql", json={"query": "{ categories { children { children { name } } } }"})
+    assert "errors" not in ok.json()
+
+
+async def test_alias_floods_are_refused(http: httpx.AsyncClient) -> None:
+    fifty_one = "{ " + " ".join(f"a{i}: __typename" for i in range(51)) + " }"
+    error = await refused(http, {"query": fifty_one})
+    assert error["message"] == "the query has 51 aliases; at most 50 are allowed"
+    flood = "{ " + " ".join(f"a{i}: __typename" for i in range(10_000)) + " }"
+    error = await refused(http, {"query": flood})
+    assert error["extensions"]["code"] == "QUERY_LIMIT" and error["extensions"]["limit"] == "chars"
+    assert "at most 20000 are accepted" in error["message"]
+
+
+async def test_token_floods_are_refused_at_parse(http: httpx.AsyncClient) -> None:
+    dense = "{ " + "__typename " * 1500 + "}"  # short enough for the character limit
+    error = await refused(http, {"query": dense})
+    assert "Document contains more than 1000 tokens" in error["message"]
+
+
+async def test_huge_pages_are_refused_before_they_run(http: httpx.AsyncClient) -> None:
+    error = await refused(http, {"query": "{ materials(first: 5000) { totalCount } }"})
+    assert error["message"] == "first: must be at most 100 (got 5000)"
+    by_variable = {"query": "query($n: Int) { suppliers(first: $n) { edges { node { name } } } }",
+                   "variables": {"n": 1000}}
+    assert (await refused(http, by_variable))["extensions"] == {"code": "VALIDATION", "field": ["first"]}
+
+
+async def test_costly_queries_are_refused(http: httpx.AsyncClient) -> None:
+    error = await refused(http, {"query": COSTLY})
+    assert error["extensions"]["code"] == "QUERY_LIMIT" and error["extensions"]["limit"] == "cost"
+    assert error["extensions"]["cost"] > 5000
+    assert "at most 5000 are allowed per request" in error["message"]
+
+
+async def test_batches_are_refused_clearly(http: httpx.AsyncClient) -> None:
+    response = await http.post("/graphql", json=[{"query": "{ units { code } }"}] * 50)
+    assert response.status_code == 400
+    assert "send one operation per request" in response.text
+
+
+async def test_refusals_are_counted_by_reason(http: httpx.AsyncClient) -> None:
+    before = refusals()
+    await refused(http, {"query": "{ materials(first: 5000) { totalCount } }"})
+    await refused(http, {"query": COSTLY})
+    after = refusals()
+    assert after.get("validation", 0) == before.get("validation", 0) + 1
+    assert after.get("cost", 0) == before.get("cost", 0) + 1
+
+
+async def test_introspection_and_graphiql_can_be_switched_off(database_url: str, empty_catalog: PostgresBackend) -> None:
+    async with app_client(make_settings(database_url, introspection=False, graphiql=False)) as client:
+        error = await refused(client, {"query": "{ __schema { types { name } } }"})
+        assert "introspection" in error["message"].lower()
+        page = await client.get("/graphql", headers={"accept": "text/html"})
+        assert "graphiql" not in page.text.lower()
+        assert (await client.post("/graphql", json={"query": "{ __typename }"})).json()["data"] == {"__typename": "Query"}
+    async with app_client(make_settings(database_url)) as client:
+        schema = await client.post("/graphql", json={"query": "{ __schema { queryType { name } } }"})
+        assert schema.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_cached_verdicts_are_counted_each_time(http: httpx.AsyncClient) -> None:
+    before = refusals().get("depth", 0)
+    for _ in range(3):
+        await refused(http, {"query": DEEP})
+    assert refusals().get("depth", 0) == before + 3
