@@ -93,7 +93,8 @@ def start_instance(i: int, db_url: str, redis_url: str, prefix: str, workers: in
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "RESPONSE_CACHE": "0", "WORKERS": str(workers), "SEED_DEMO": "0", "AUTO_MIGRATE": "0",
            "SEARCH_INDEXER": "0", "CACHE_WARMUP": "0", "EMBEDDER": "hash", "QDRANT_URL": ":memory:",
-           "HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", **extra}
+           "HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json",
+           "RATE_LIMIT": "0", **extra}  # one client at full speed would be over any anonymous budget
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [sys.executable, "server.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return start_server(f"instance-{i}", cmd, env, port, log_dir)
