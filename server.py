@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
+from backends.event_hub import EventHub
 from backends.freshness import Freshness
 from backends.migrator import apply_migrations, discover, pending_migrations
 from backends.outbox_listener import OutboxListener
@@ -50,7 +51,9 @@ from middleware.graphql_view import CatalogGraphQL
 from middleware.lean_queries import LeanQueries
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
+from middleware.subscription_protocols import configure_subscriptions
 from resolvers.context import Context
+from resolvers.subscriptions import Subscriptions
 from schema import build_schema
 
 log = logging.getLogger("materials")
@@ -120,6 +123,15 @@ class Settings:
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
+    # Issue 6: subscriptions (graphql-transport-ws and SSE), the event hub, the outbox's retention.
+    subscriptions: bool = True  # the event hub (LISTEN) and the Subscription root's data in this process
+    subscription_queue_limit: int = 1000  # events queued per subscriber before it is closed as too slow
+    subscriptions_per_connection: int = 20  # operations at once on one websocket
+    subscriptions_per_client: int = 100  # subscriptions at once per client (address) over all connections
+    ws_init_timeout_s: float = 10.0  # graphql-transport-ws: connection_init must come within this
+    ws_ping_interval_s: float = 15.0  # graphql-transport-ws: the server pings this often (0: never)
+    export_max_batch: int = 5000  # exportMaterials' largest batchSize
+    outbox_retention_hours: float = 168.0  # events older than this are pruned (0: kept forever)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -160,6 +172,15 @@ class Settings:
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
+            # Issue 6
+            subscriptions=_flag(env.get("SUBSCRIPTIONS"), default=True),
+            subscription_queue_limit=_int(env, "SUBSCRIPTION_QUEUE_LIMIT", 1000),
+            subscriptions_per_connection=_int(env, "SUBSCRIPTIONS_PER_CONNECTION", 20),
+            subscriptions_per_client=_int(env, "SUBSCRIPTIONS_PER_CLIENT", 100),
+            ws_init_timeout_s=_float(env, "WS_INIT_TIMEOUT_S", 10.0),
+            ws_ping_interval_s=_float(env, "WS_PING_INTERVAL_S", 15.0),
+            export_max_batch=_int(env, "EXPORT_MAX_BATCH", 5000),
+            outbox_retention_hours=_float(env, "OUTBOX_RETENTION_HOURS", 168.0),
         )
 
     def resolved_database_url(self) -> str:
@@ -284,6 +305,21 @@ async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
         await link.close()
 
 
+def build_subscriptions(settings: Settings, pg: PostgresBackend,
+                        cache: TwoLevelCache | None) -> tuple[EventHub | None, Subscriptions | None]:
+    """Issue 6: the event hub (it also drives the cache's freshness after commits, so a process
+    keeps one LISTEN connection) and what subscription resolvers share; (None, None) when off."""
+    if not settings.subscriptions:
+        return None, None
+    if settings.subscription_queue_limit < 1 or settings.subscriptions_per_client < 1 or settings.export_max_batch < 1:
+        raise SystemExit("settings SUBSCRIPTION_QUEUE_LIMIT, SUBSCRIPTIONS_PER_CLIENT and EXPORT_MAX_BATCH must be >= 1")
+    retention = (timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours > 0 else None)
+    on_wake = [cache.freshness.committed] if cache is not None else []
+    hub = EventHub(pg.dsn, queue_limit=settings.subscription_queue_limit, retention=retention, on_wake=on_wake)
+    return hub, Subscriptions(hub, pg, max_per_client=settings.subscriptions_per_client,
+                              max_export_batch=settings.export_max_batch)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -292,11 +328,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
+    hub, subscriptions = build_subscriptions(settings, pg, cache)  # issue 6
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
         extensions.append(QueryStatsExtension)
     schema = build_schema(extensions)
+
+    def fresh_loaders() -> tuple[RequestLoaders, CacheView | None]:
+        view = CacheView(cache) if cache is not None else None
+        return RequestLoaders.build(catalog, prices, view), view
 
     def make_context(request: Any, response: Any) -> Context:
         view = CacheView(cache) if cache is not None else None
@@ -309,6 +350,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_page_size=settings.max_page_size,
             search=search,
             cache=view,
+            subscriptions=subscriptions,
+            renew_loaders=fresh_loaders,
         )
 
     assets = find_graphiql_assets()
@@ -317,6 +360,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.lean_queries else None)
     graphql_app = CatalogGraphQL(schema, context_factory=make_context, graphiql=assets,
                                  graphiql_enabled=settings.graphiql, lean_queries=lean)
+    configure_subscriptions(graphql_app, init_timeout_s=settings.ws_init_timeout_s,  # issue 6
+                            ping_interval_s=settings.ws_ping_interval_s,
+                            per_connection=settings.subscriptions_per_connection)
     warmer = build_warmer(settings, cache, catalog, prices, lean)
 
     async def live(_: Request) -> JSONResponse:
@@ -335,6 +381,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"status": "ready" if ok else "not ready", "postgres": state},
                             status_code=200 if ok else 503)
 
+    async def subscription_state(_: Request) -> JSONResponse:  # issue 6: the event hub's figures
+        if hub is None:
+            return JSONResponse({"enabled": False})
+        return JSONResponse({"enabled": True, "subscribers": hub.subscribers, "position": hub.position,
+                             "delivered": hub.delivered, "closedTooSlow": hub.overflows})
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
@@ -344,7 +396,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener: OutboxListener | None = None
         try:
             await prepare_database(pg, settings)
-            if cache is not None:
+            if hub is not None:  # issue 6: the hub LISTENs for the cache too
+                await hub.open()
+                hub.start()
+            elif cache is not None:
                 listener = OutboxListener(pg.dsn, cache.freshness)
                 listener.start()
             if warmer is not None:
@@ -361,6 +416,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await warmer.stop()
             if listener is not None:
                 await listener.stop()
+            if hub is not None:
+                await hub.stop()
             if loop is not None:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
@@ -372,6 +429,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
+        Route("/health/subscriptions", subscription_state),
         Route("/graphql", graphql_app),
         WebSocketRoute("/graphql", graphql_app),
     ]
@@ -385,6 +443,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.cache = cache
     app.state.redis = redis
     app.state.warmer = warmer
+    app.state.hub = hub
     return app
 
 

@@ -339,9 +339,21 @@ async def _import(
         SELECT 'price.changed', coalesce(n.material_id, o.material_id), jsonb_build_object(
                    'materialId', coalesce(n.material_id, o.material_id), 'supplierId', $1::bigint,
                    'priceListId', $2::bigint, 'currency', coalesce(n.currency, o.currency),
-                   'oldUnitPrice', o.unit_price::text, 'newUnitPrice', n.unit_price::text)
+                   'oldUnitPrice', o.unit_price::text, 'newUnitPrice', n.unit_price::text,
+                   -- What subscriptions filter on and answer with (backends.price_events), so
+                   -- fanning an event out needs no query: the category's path (itself and its
+                   -- ancestors) at the time of the change, and the new price row (null when the
+                   -- new list no longer carries the material).
+                   'categoryPath', to_jsonb(c.path),
+                   'price', CASE WHEN n.material_id IS NOT NULL THEN jsonb_build_object(
+                       'id', n.price_id, 'unitPrice', n.unit_price::text, 'currency', n.currency,
+                       'calcUnit', n.calc_unit_code, 'unitCalcPrice', n.unit_calc_price::text,
+                       'buyPrice', n.buy_price::text, 'salePrice', n.sale_price::text, 'stock', n.stock,
+                       'priceDate', n.price_date, 'validFrom', n.valid_from) END)
         FROM import_current n
         FULL JOIN (SELECT * FROM current_prices WHERE supplier_id = $1) o ON o.material_id = n.material_id
+        LEFT JOIN materials m ON m.id = coalesce(n.material_id, o.material_id)
+        LEFT JOIN categories c ON c.id = m.category_id
         WHERE o.unit_price IS DISTINCT FROM n.unit_price OR o.currency IS DISTINCT FROM n.currency
         ORDER BY 2
         """,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.cache import CacheView
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
 from backends.search import SearchService
 from loaders.registry import RequestLoaders
+
+if TYPE_CHECKING:
+    from resolvers.subscriptions import Subscriptions
 
 
 @dataclass
@@ -24,6 +28,16 @@ class Context:
     max_page_size: int = 100
     search: SearchService | None = None
     cache: CacheView | None = None  # None: every read goes to PostgreSQL
+    # Issue 6: subscriptions (None: not served here) and fresh loaders for each event a
+    # long-lived subscription sends (a websocket's context lives as long as its connection).
+    subscriptions: Subscriptions | None = None
+    renew_loaders: Callable[[], tuple[RequestLoaders, CacheView | None]] | None = None
+
+    def renew(self) -> None:
+        """New DataLoaders (and cache generation) before a subscription sends its next result,
+        so it never answers from what the connection read minutes ago."""
+        if self.renew_loaders is not None:
+            self.loaders, self.cache = self.renew_loaders()
 
     def depends_on(self, *tags: str) -> None:
         """Records what a read outside the cached loaders depended on (the response cache's tags)."""

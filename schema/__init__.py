@@ -14,6 +14,7 @@ from schema.material import Material
 from schema.mutation import Mutation
 from schema.price import PriceList
 from schema.query import Query
+from schema.subscription import Subscription
 from schema.supplier import Supplier
 
 
@@ -27,6 +28,7 @@ def build_schema(
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[Material, Category, Supplier, PriceList],
         extensions=list[Any](extensions),
         execution_context_class=CompiledExecutionContext if compiled else None,

@@ -1,0 +1,95 @@
+"""The Subscription root: live price updates and the catalog export."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+
+from backends.price_events import previous_unit_price, price_row
+from resolvers import catalog as catalog_resolvers
+from resolvers import subscriptions as subscription_resolvers
+from resolvers.context import Context
+from schema.material import Material, MaterialFilter
+from schema.prefetch import prefetch, selections_under
+from schema.price import Price
+
+
+@strawberry.type
+class PriceEvent:
+    cursor: str = strawberry.field(description="Pass as `after` to resume without losing events.")
+    price: Price
+    previous_unit_price: Decimal | None
+    at: datetime
+    material_id: strawberry.Private[int]
+
+    @strawberry.field
+    def material(self, info: strawberry.Info[Context, None]) -> Material:
+        return Price.RELATIONS["material"].resolve(self.price, info.context)
+
+
+@strawberry.type
+class MaterialBatch:
+    sequence: int
+    materials: list[Material]
+    done: bool
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description=(
+        "Price changes as they commit, filtered (categoryId includes subcategories). With `after` (the "
+        "cursor of the last event received) the missed events come first, then live ones, none twice."))
+    async def price_updates(
+        self,
+        info: strawberry.Info[Context, None],
+        material_ids: list[strawberry.ID] | None = None,
+        category_id: strawberry.ID | None = None,
+        supplier_id: strawberry.ID | None = None,
+        after: str | None = None,
+    ) -> AsyncGenerator[PriceEvent, None]:
+        ctx = info.context
+        flt = subscription_resolvers.price_filter(material_ids, category_id, supplier_id)
+        events = subscription_resolvers.price_updates(ctx, flt, after)
+        try:
+            async for event in events:
+                ctx.renew()
+                yield PriceEvent(cursor=subscription_resolvers.encode_event_cursor(event.id),
+                                 price=Price.from_row(price_row(event)),  # type: ignore[arg-type]
+                                 previous_unit_price=previous_unit_price(event), at=event.created_at,
+                                 material_id=event.entity_id or 0)
+        finally:
+            await events.aclose()
+
+    @strawberry.subscription(description=(
+        "The catalog (filtered) in batches of `batchSize` materials in id order; the last batch has "
+        "done: true. The next batch is read only when the previous one was sent."))
+    async def export_materials(
+        self, info: strawberry.Info[Context, None], filter: MaterialFilter | None = None, batch_size: int | None = 1000,
+    ) -> AsyncGenerator[MaterialBatch, None]:
+        ctx = info.context
+        size = subscription_resolvers.batch_size(ctx, batch_size)
+        spec = catalog_resolvers.filter_spec(filter)
+        await catalog_resolvers.check_unit_filter(ctx, spec)
+        selections = selections_under(info, "materials")
+        batches = subscription_resolvers.export_batches(ctx, spec, size)
+        sequence = 0
+        try:
+            async for rows in batches:
+                ctx.renew()  # loaders of one batch only: memory stays flat over the whole catalog
+                materials = [Material.from_row(r) for r in rows]
+                _prime(ctx, rows)
+                await prefetch(ctx, materials, selections)
+                sequence += 1
+                yield MaterialBatch(sequence=sequence, materials=materials, done=len(rows) < size)
+        finally:
+            await batches.aclose()
+
+
+def _prime(ctx: Context, rows: list[Any]) -> None:
+    from loaders.base import prime_companions
+
+    prime_companions(rows, ctx.loaders.material_companions())
