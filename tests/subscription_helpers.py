@@ -141,11 +141,16 @@ class Subscription:
 TYPES = {"materialIds": "[ID!]", "categoryId": "ID", "supplierId": "ID", "after": "String"}
 
 
-async def wait_subscribed(hub_url: str, expected: int) -> None:
-    """Waits until the instance's hub has `expected` subscribers (GET /health/subscriptions)."""
+async def wait_hub(url: str, figure: str, expected: int) -> None:
+    """Waits until a figure of the instance's hub (GET /health/subscriptions) reaches `expected`."""
     async with httpx.AsyncClient() as http, asyncio.timeout(WAIT):
         while True:
-            body = (await http.get(hub_url.replace("/graphql", "/health/subscriptions"))).json()
-            if body["subscribers"] >= expected:
+            body = (await http.get(url.replace("/graphql", "/health/subscriptions"))).json()
+            if body[figure] >= expected:
                 return
             await asyncio.sleep(0.05)
+
+
+async def wait_subscribed(url: str, expected: int) -> None:
+    """Waits until the instance's hub has `expected` subscribers."""
+    await wait_hub(url, "subscribers", expected)

@@ -5,7 +5,9 @@ refused with a reason, protocol close codes, and a consumer too slow to keep up.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +17,9 @@ import pytest
 import websockets
 from gql.transport.exceptions import TransportQueryError
 
+from backends.imports import import_price_list
 from backends.outbox_reader import prune_events
+from backends.postgres import PostgresBackend
 from resolvers.ids import to_global_id
 from resolvers.subscriptions import encode_event_cursor
 from tests.catalog_fixtures import insert_category, insert_supplier
@@ -26,6 +30,7 @@ from tests.subscription_helpers import (
     instances,
     price_csv,
     upload,
+    wait_hub,
     wait_subscribed,
 )
 
@@ -189,3 +194,92 @@ async def test_protocol_errors_close_the_socket_with_the_protocols_codes(pair: l
     assert (await _closed_with(url, subscribe))[0] == 4401  # subscribe before connection_ack
     code, reason = await _closed_with(url)  # no connection_init within WS_INIT_TIMEOUT_S
     assert (code, reason) == (4408, "Connection initialisation timeout")
+
+
+@pytest.fixture
+async def limited(database_url: str, empty_catalog: object, tmp_path: Path) -> AsyncIterator[Instance]:
+    async with instances(database_url, tmp_path, 1, SUBSCRIPTION_QUEUE_LIMIT="20", SUBSCRIPTIONS_PER_CLIENT="3",
+                         SUBSCRIPTIONS_PER_CONNECTION="2") as started:
+        yield started[0]
+
+
+async def _acknowledged(url: str, **connect: int) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"], **connect)
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+    return ws
+
+
+def _subscribe(op_id: str, fields: str = "cursor") -> str:
+    return json.dumps({"type": "subscribe", "id": op_id,
+                       "payload": {"query": f"subscription {{ priceUpdates {{ {fields} }} }}"}})
+
+
+async def _next_message(ws: websockets.ClientConnection, op_id: str) -> dict:
+    async with asyncio.timeout(WAIT):
+        while True:
+            message = json.loads(await ws.recv())
+            if message.get("id") == op_id:
+                return message
+
+
+async def test_subscriptions_are_limited_per_connection_and_per_client(limited: Instance) -> None:
+    first = await _acknowledged(limited.ws)
+    second = await _acknowledged(limited.ws)
+    try:
+        await first.send(_subscribe("a"))
+        await first.send(_subscribe("b"))
+        await first.send(_subscribe("c"))  # a third on one connection (SUBSCRIPTIONS_PER_CONNECTION=2)
+        refused = await _next_message(first, "c")
+        assert refused["type"] == "error" and "limit" in refused["payload"][0]["message"]
+        await wait_subscribed(limited.http, 2)
+        await second.send(_subscribe("d"))  # the client's third (SUBSCRIPTIONS_PER_CLIENT=3): accepted
+        await wait_subscribed(limited.http, 3)
+        await second.send(_subscribe("e"))  # its fourth, on another connection: refused
+        refused = await _next_message(second, "e")
+        assert refused["type"] == "next" and refused["payload"]["data"] is None
+        error = refused["payload"]["errors"][0]
+        assert "too many subscriptions: client 127.0.0.1 already has 3 running" in error["message"]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert (await _next_message(second, "e"))["type"] == "complete"
+        # Completing one frees its place.
+        await first.send(json.dumps({"type": "complete", "id": "a"}))
+        await second.send(_subscribe("f"))
+        await wait_subscribed(limited.http, 3)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_consumer_that_does_not_read_is_closed_with_the_reason_instead_of_queueing(
+    limited: Instance, conn: asyncpg.Connection, pg: PostgresBackend
+) -> None:
+    # Big events (each carries a 64 KB random description, which per-message deflate cannot
+    # shrink): the sockets' buffers fill after a few hundred KB, then the server's sends wait,
+    # and the subscriber's queue (20 events) fills behind them.
+    names = [f"Плита декоративная {i:03d}" for i in range(300)]
+    await conn.executemany("INSERT INTO materials (name, unit_code, description) VALUES ($1, 'шт', $2)",
+                           [(name, secrets.token_urlsafe(48_000)) for name in names])
+    supplier = await insert_supplier(conn, "ООО «Плиты»")
+    ws = await _acknowledged(limited.ws, max_queue=1)  # the client stops reading from the socket at once
+    try:
+        await ws.send(_subscribe("slow", "cursor material { description }"))
+        await wait_subscribed(limited.http, 1)
+        content = price_csv([(name, "", "шт", f"{100 + i}.00") for i, name in enumerate(names)])
+        await import_price_list(pg, supplier, io.BytesIO(content), filename="plates.csv")
+        await wait_hub(limited.http, "closedTooSlow", 1)
+        # Now read: the events that were already on their way, then the reason, then complete.
+        received = 0
+        async with asyncio.timeout(WAIT):
+            while True:
+                message = json.loads(await ws.recv())
+                if message["type"] == "next" and message["payload"].get("errors"):
+                    break
+                received += 1
+        error = message["payload"]["errors"][0]
+        assert "fell behind: 20 events were waiting" in error["message"]
+        assert error["extensions"]["code"] == "SUBSCRIBER_CLOSED"
+        assert received < len(names)  # it was closed before everything was sent
+        assert json.loads(await ws.recv())["type"] == "complete"
+    finally:
+        await ws.close()
