@@ -384,8 +384,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def subscription_state(_: Request) -> JSONResponse:  # issue 6: the event hub's figures
         if hub is None:
             return JSONResponse({"enabled": False})
-        return JSONResponse({"enabled": True, "subscribers": hub.subscribers, "position": hub.position,
-                             "delivered": hub.delivered, "closedTooSlow": hub.overflows})
+        running = sum(subscriptions.active.values()) if subscriptions is not None else 0
+        return JSONResponse({"enabled": True, "running": running, "subscribers": hub.subscribers,
+                             "position": hub.position, "delivered": hub.delivered, "closedTooSlow": hub.overflows})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
