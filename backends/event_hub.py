@@ -28,6 +28,7 @@ from backends.outbox_reader import OutboxEvent, events_after, latest_event_id, p
 log = logging.getLogger(__name__)
 CHANNEL = "events"  # pg_notify channel of migrations/0007_events_notify.sql
 Accepts = Callable[[OutboxEvent], bool]
+APPLICATION_NAME = "materials-event-hub"  # how its connection shows in pg_stat_activity
 
 
 class SubscriberClosed(Exception):
@@ -136,7 +137,7 @@ class EventHub(BackgroundJob):
         return self
 
     async def _connect(self) -> None:
-        self._conn = await asyncpg.connect(self.dsn)
+        self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
         await self._conn.add_listener(CHANNEL, self._notified)
 
     def _notified(self, *_: Any) -> None:
