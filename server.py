@@ -336,7 +336,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(extensions)
 
     def fresh_loaders() -> tuple[RequestLoaders, CacheView | None]:
-        view = CacheView(cache) if cache is not None else None
+        """A subscription's loaders for its next result (issue 6), at the generation applied here."""
+        view = CacheView(cache, cache.freshness.applied) if cache is not None else None
         return RequestLoaders.build(catalog, prices, view), view
 
     def make_context(request: Any, response: Any) -> Context:

@@ -118,6 +118,7 @@ class EventHub(BackgroundJob):
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._called_through = 0  # the on_wake callbacks have seen every event up to this id
         self.wakeups = 0
         self.delivered = 0  # events queued to subscribers (counted per subscriber)
         self.overflows = 0  # subscribers closed for falling behind
@@ -174,6 +175,8 @@ class EventHub(BackgroundJob):
         count = 0
         while True:
             events = await events_after(self._conn, self.position, self.read_batch)
+            if events:
+                await self._callbacks_through(events[-1].id)
             await self._room_for(len(events))
             for event in events:
                 self.fan_out(event)
@@ -216,7 +219,6 @@ class EventHub(BackgroundJob):
                         self._wake.clear()
                         self.wakeups += 1
                         await self.read_new()
-                        await self._after_wake()
                     if self.retention is not None and loop.time() >= next_prune:
                         next_prune = loop.time() + self.prune_every
                         await self._prune()
@@ -226,6 +228,15 @@ class EventHub(BackgroundJob):
                 log.warning("event hub: %s; listening again in %.1f s", exc or type(exc).__name__, self.retry_after)
             await self._close_connection()
             await asyncio.sleep(self.retry_after)
+
+    async def _callbacks_through(self, event_id: int) -> None:
+        """Runs the after-commit callbacks before fanning out events up to `event_id`: the
+        cache then drops what those events invalidate before a subscriber resolves a field."""
+        if self.on_wake and event_id > self._called_through:
+            assert self._conn is not None
+            latest = await latest_event_id(self._conn)  # the callbacks see at least this far
+            await self._after_wake()
+            self._called_through = latest
 
     async def _after_wake(self) -> None:
         for callback in self.on_wake:
