@@ -53,6 +53,7 @@ from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
 from middleware.subscription_protocols import configure_subscriptions
 from resolvers.context import Context
+from resolvers.ids import to_global_id
 from resolvers.subscriptions import Subscriptions
 from schema import build_schema
 
@@ -557,9 +558,14 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
                     raise SystemExit(f'import: no supplier named "{args.supplier}" (add --create-supplier to create it)')
                 supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
             bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
+
+            def announce(price_list_id: int, version: int) -> None:  # issue 6: what importProgress takes
+                print(f"importing as price list {price_list_id} (version {version}; "
+                      f"importProgress(priceListId: \"{to_global_id('PriceList', price_list_id)}\"))", flush=True)
+
             try:
                 result = await import_price_list(pg, supplier, path, effective_at=args.effective_at,
-                                                 progress=bar.update)
+                                                 progress=bar.update, started=announce)
             finally:
                 bar.close()
             await publish_generation(settings, pg)

@@ -21,8 +21,10 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from backends.background import BackgroundJob
+from backends.import_progress import CHANNEL as PROGRESS_CHANNEL
 from backends.outbox_reader import OutboxEvent, events_after, latest_event_id, prune_events
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,34 @@ class Subscriber:
         return await self.get()
 
 
+class ProgressWatcher:
+    """The latest progress message of one import (one slot, never a queue: a newer message
+    supersedes an older one)."""
+
+    def __init__(self, hub: EventHub, price_list_id: int) -> None:
+        self.hub, self.price_list_id = hub, price_list_id
+        self.latest: dict[str, Any] | None = None
+        self._changed = asyncio.Event()
+
+    def update(self, state: dict[str, Any]) -> None:
+        self.latest = state
+        self._changed.set()
+
+    async def next(self) -> dict[str, Any]:
+        """The next message after the last one taken."""
+        await self._changed.wait()
+        self._changed.clear()
+        assert self.latest is not None
+        return self.latest
+
+    def close(self) -> None:
+        watchers = self.hub._watchers.get(self.price_list_id)
+        if watchers is not None:
+            watchers.discard(self)
+            if not watchers:
+                del self.hub._watchers[self.price_list_id]
+
+
 class EventHub(BackgroundJob):
     """`await open()` after the pool is open (LISTEN and the starting position), then `start()`;
     `stop()` closes every subscriber."""
@@ -115,6 +145,7 @@ class EventHub(BackgroundJob):
         self.on_wake = list(on_wake)
         self.position: int | None = None  # the last event id fanned out; None until open()
         self._subscribers: set[Subscriber] = set()
+        self._watchers: dict[int, set[ProgressWatcher]] = {}
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -140,9 +171,26 @@ class EventHub(BackgroundJob):
     async def _connect(self) -> None:
         self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
         await self._conn.add_listener(CHANNEL, self._notified)
+        await self._conn.add_listener(PROGRESS_CHANNEL, self._progress)
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
+
+    def _progress(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            state = orjson.loads(payload)
+            watchers = self._watchers.get(int(state["priceListId"]), ())
+        except (ValueError, KeyError, TypeError):
+            log.warning("event hub: an import progress message that is not ours: %.100s", payload)
+            return
+        for watcher in list(watchers):
+            watcher.update(state)
+
+    def watch_import(self, price_list_id: int) -> ProgressWatcher:
+        """Progress messages of the import of one price list, from any instance."""
+        watcher = ProgressWatcher(self, price_list_id)
+        self._watchers.setdefault(price_list_id, set()).add(watcher)
+        return watcher
 
     def subscribe(self, accepts: Accepts, *, limit: int | None = None) -> Subscriber:
         """A subscriber that receives every accepted event with id > `position` (its `since`)."""

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 EVENT_COLUMNS = "id, topic, entity_id, payload::text AS payload, created_at"
-PRUNE_LOCK = 7_107_500_002  # pg_advisory_xact_lock key: one instance prunes at a time
+PRUNE_LOCK = 7_107_500_061  # pg_advisory_xact_lock key: one instance prunes at a time
 
 
 @dataclass(frozen=True, slots=True)

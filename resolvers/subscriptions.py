@@ -8,6 +8,7 @@ replayed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -175,3 +176,41 @@ async def export_batches(ctx: Context, spec: MaterialFilterSpec, size: int) -> A
             if len(rows) < size:
                 return
             last = rows[-1]["id"]
+
+
+UNKNOWN_IMPORT_S = 15.0  # no price list and no progress message for this long: no such import
+
+
+async def import_progress(ctx: Context, price_list_id: int) -> AsyncIterator[tuple[dict[str, Any] | None,
+                                                                                 asyncpg.Record | None]]:
+    """(progress message, None) while the import of the list runs, then (None, the committed
+    list's row) once; raises when the import failed or nothing is known of the list."""
+    service = _service(ctx)
+    with service.slot(ctx.request):
+        watcher = service.hub.watch_import(price_list_id)  # first, so no message falls between
+        try:
+            quiet_since = None
+            while True:
+                [row] = await ctx.prices.price_lists_by_ids([price_list_id]) or [None]
+                if row is not None:
+                    yield None, row
+                    return
+                try:
+                    async with asyncio.timeout(2.0):  # a missed "done" is found in the table
+                        state = await watcher.next()
+                except TimeoutError:
+                    now = asyncio.get_running_loop().time()
+                    quiet_since = quiet_since or now
+                    if now - quiet_since >= UNKNOWN_IMPORT_S:
+                        raise SubscriptionError(
+                            f"no price list {price_list_id}, and no import of it is running", "NOT_FOUND",
+                            ["priceListId"]) from None
+                    continue
+                quiet_since = None
+                if state.get("failed"):
+                    raise SubscriptionError(f"the import of price list {price_list_id} failed: {state['failed']} "
+                                            "(nothing was stored)", "IMPORT_FAILED")
+                if not state.get("done"):
+                    yield state, None
+        finally:
+            watcher.close()

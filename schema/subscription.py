@@ -15,7 +15,7 @@ from resolvers import subscriptions as subscription_resolvers
 from resolvers.context import Context
 from schema.material import Material, MaterialFilter
 from schema.prefetch import prefetch, selections_under
-from schema.price import Price
+from schema.price import Price, PriceList
 
 
 @strawberry.type
@@ -36,6 +36,30 @@ class MaterialBatch:
     sequence: int
     materials: list[Material]
     done: bool
+
+
+@strawberry.type
+class ImportProgress:
+    price_list: PriceList
+    processed_rows: int
+    total_rows: int | None
+    done: bool
+
+    @classmethod
+    def running(cls, state: dict[str, Any]) -> ImportProgress:
+        """From a progress message: the list is not committed yet, so it is described by the message."""
+        uploaded = datetime.fromisoformat(state["uploadedAt"])
+        row = {"id": state["priceListId"], "supplier_id": state["supplierId"], "version": state["version"],
+               "status": "PROCESSING", "filename": state.get("filename"), "checksum": state["checksum"],
+               "uploaded_at": uploaded, "effective_at": datetime.fromisoformat(state["effectiveAt"]),
+               "row_count": state["processedRows"], "rejected_count": 0, "archived_at": None}
+        return cls(price_list=PriceList.from_row(row), processed_rows=state["processedRows"],  # type: ignore[arg-type]
+                   total_rows=state.get("totalRows"), done=False)
+
+    @classmethod
+    def finished(cls, row: Any) -> ImportProgress:
+        rows = row["row_count"] + row["rejected_count"]
+        return cls(price_list=PriceList.from_row(row), processed_rows=rows, total_rows=rows, done=True)
 
 
 @strawberry.type
@@ -87,6 +111,24 @@ class Subscription:
                 yield MaterialBatch(sequence=sequence, materials=materials, done=len(rows) < size)
         finally:
             await batches.aclose()
+
+    @strawberry.subscription(description=(
+        "Progress of the import of a price list (from any instance): rows read so far while it runs "
+        "(the list's status PROCESSING), then one message with done: true once it committed. An id "
+        "nobody is importing or has imported gets NOT_FOUND; a failed import, IMPORT_FAILED."))
+    async def import_progress(
+        self, info: strawberry.Info[Context, None], price_list_id: strawberry.ID,
+    ) -> AsyncGenerator[ImportProgress, None]:
+        from resolvers.ids import decode_id
+
+        ctx = info.context
+        updates = subscription_resolvers.import_progress(ctx, decode_id(price_list_id, "PriceList", ["priceListId"]))
+        try:
+            async for state, row in updates:
+                ctx.renew()
+                yield ImportProgress.running(state) if row is None else ImportProgress.finished(row)  # type: ignore[arg-type]
+        finally:
+            await updates.aclose()
 
 
 def _prime(ctx: Context, rows: list[Any]) -> None:

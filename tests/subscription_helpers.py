@@ -98,22 +98,25 @@ class Subscription:
 
     async def _run(self) -> None:
         transport = WebsocketsTransport(url=self.url, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
-        args = ", ".join(f"{k}: ${k}" for k in self.variables)
-        params = ", ".join(f"${k}: {TYPES[k]}" for k in self.variables)
-        document = gql(f"subscription{f'({params})' if params else ''} {{ priceUpdates{f'({args})' if args else ''} "
-                       f"{{ {self.fields} }} }}")
         try:
             async with Client(transport=transport) as session:
-                document.variable_values = self.variables
-                stream = session.subscribe(document)
+                stream = session.subscribe(self.document())
                 self._started.set()
                 async for result in stream:
-                    self.events.append(result["priceUpdates"])
+                    self.events.append(next(iter(result.values())))
                     self._arrived.set()
         except Exception as exc:
             self.error = exc
             self._started.set()
             self._arrived.set()
+
+    def document(self) -> Any:
+        args = ", ".join(f"{k}: ${k}" for k in self.variables)
+        params = ", ".join(f"${k}: {TYPES[k]}" for k in self.variables)
+        request = gql(f"subscription{f'({params})' if params else ''} {{ priceUpdates{f'({args})' if args else ''} "
+                      f"{{ {self.fields} }} }}")
+        request.variable_values = self.variables
+        return request
 
     async def wait_for(self, count: int) -> list[dict[str, Any]]:
         """Waits until `count` events arrived (or the subscription failed); returns them all."""
@@ -136,6 +139,27 @@ class Subscription:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class ProgressSubscription(Subscription):
+    """importProgress(priceListId) through gql's websockets transport."""
+
+    def __init__(self, url: str, price_list_id: str, fields: str) -> None:
+        super().__init__(url, {"id": price_list_id}, fields)
+
+    def document(self) -> Any:
+        request = gql(f"subscription($id: ID!) {{ importProgress(priceListId: $id) {{ {self.fields} }} }}")
+        request.variable_values = self.variables
+        return request
+
+    async def wait_for_done(self) -> list[dict[str, Any]]:
+        async with asyncio.timeout(WAIT):
+            while not (self.events and self.events[-1]["done"]) and self.error is None:
+                self._arrived.clear()
+                await self._arrived.wait()
+        if self.error is not None:
+            raise self.error
+        return self.events
 
 
 TYPES = {"materialIds": "[ID!]", "categoryId": "ID", "supplierId": "ID", "after": "String"}

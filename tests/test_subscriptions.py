@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import re
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,8 +27,10 @@ from resolvers.ids import to_global_id
 from resolvers.subscriptions import encode_event_cursor
 from tests.catalog_fixtures import insert_category, insert_supplier
 from tests.subscription_helpers import (
+    ROOT,
     WAIT,
     Instance,
+    ProgressSubscription,
     Subscription,
     instances,
     price_csv,
@@ -283,3 +288,52 @@ async def test_a_consumer_that_does_not_read_is_closed_with_the_reason_instead_o
         assert json.loads(await ws.recv())["type"] == "complete"
     finally:
         await ws.close()
+
+
+async def test_import_progress_of_an_import_run_elsewhere_then_done(
+    pair: list[Instance], conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    subscribed = pair[0]
+    await insert_supplier(conn, "ООО «Прогресс»")
+    rows = [(f"Блок керамический {i:05d}", "Блоки", "шт", f"{50 + i % 100}.00") for i in range(30_000)]
+    path = tmp_path / "progress.csv"
+    path.write_bytes(price_csv(rows))
+    # Hold the import after it has read every row: it publishes its progress, then waits for
+    # this lock to supersede the supplier's older list. Released once a subscriber has seen it.
+    blocker = await asyncpg.connect(database_url)
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("LOCK TABLE price_lists IN EXCLUSIVE MODE")
+    env = {k: v for k, v in os.environ.items() if k not in {"TEST_DATABASE_URL"}}
+    env.update({"DATABASE_URL": database_url, "CACHE": "0"})
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "server.py", "import", str(path), "--supplier", "ООО «Прогресс»", "--quiet",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        assert cli.stdout is not None
+        async with asyncio.timeout(WAIT):
+            line = (await cli.stdout.readline()).decode()
+        price_list = re.search(r'priceListId: "([^"]+)"', line)
+        assert price_list, line
+        fields = "processedRows totalRows done priceList { id status version rowCount }"
+        async with ProgressSubscription(subscribed.ws, price_list.group(1), fields) as sub:
+            # Progress until every row was read (the import then waits for the lock; it keeps
+            # saying where it is, so this message comes whenever the subscription started).
+            while (await sub.wait_for(len(sub.events) + 1))[-1]["processedRows"] < 30_000:
+                pass
+            running = sub.events[-1]
+            assert running == {"processedRows": 30_000, "totalRows": None, "done": False, "priceList": {
+                "id": price_list.group(1), "status": "PROCESSING", "version": 1, "rowCount": 30_000}}
+            await transaction.commit()  # let the import finish
+            events = await sub.wait_for_done()
+        assert events[-1] == {"processedRows": 30_000, "totalRows": 30_000, "done": True, "priceList": {
+            "id": price_list.group(1), "status": "ACTIVE", "version": 1, "rowCount": 30_000}}
+        assert all(not e["done"] for e in events[:-1])
+        counts = [e["processedRows"] for e in events]
+        assert counts == sorted(counts)
+        assert (await cli.wait()) == 0
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()
+        await blocker.close()
