@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from backends.catalog import MaterialFilterSpec
+from backends.catalog import MaterialFilterSpec, MaterialReadPlan
 from backends.catalog_export import export_batch_query
 from backends.event_hub import EventHub, SubscriberClosed
 from backends.outbox_reader import CursorExpired, OutboxEvent, check_cursor, events_after
@@ -160,7 +160,8 @@ def batch_size(ctx: Context, size: int | None) -> int:
     return size
 
 
-async def export_batches(ctx: Context, spec: MaterialFilterSpec, size: int) -> AsyncIterator[list[asyncpg.Record]]:
+async def export_batches(ctx: Context, spec: MaterialFilterSpec, size: int,
+                         plan: MaterialReadPlan) -> AsyncIterator[list[asyncpg.Record]]:
     """The filtered catalog in id order, `size` rows a statement (keyset on the primary key).
 
     Each batch is read when the previous one has been handed on, so a slow client slows the
@@ -168,7 +169,7 @@ async def export_batches(ctx: Context, spec: MaterialFilterSpec, size: int) -> A
     held between batches."""
     service = _service(ctx)
     with service.slot(ctx.request):
-        sql, args = export_batch_query(spec, size)
+        sql, args = export_batch_query(spec, size, plan)
         last = 0
         while True:
             rows = await service.pg.fetch(sql, *args, last)

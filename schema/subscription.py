@@ -9,13 +9,15 @@ from typing import Any
 
 import strawberry
 
+from backends.catalog import MaterialReadPlan
 from backends.price_events import previous_unit_price, price_row
 from resolvers import catalog as catalog_resolvers
 from resolvers import subscriptions as subscription_resolvers
 from resolvers.context import Context
 from schema.material import Material, MaterialFilter
-from schema.prefetch import prefetch, selections_under
+from schema.prefetch import fields_of, prefetch, selections_under
 from schema.price import Price, PriceList
+from schema.query import DETAIL_FIELDS, TIME_FIELDS
 
 
 @strawberry.type
@@ -99,13 +101,15 @@ class Subscription:
         spec = catalog_resolvers.filter_spec(filter)
         await catalog_resolvers.check_unit_filter(ctx, spec)
         selections = selections_under(info, "materials")
-        batches = subscription_resolvers.export_batches(ctx, spec, size)
+        selected = {f.name for f in fields_of(selections, Material.TYPE_NAMES)}
+        plan = MaterialReadPlan(details=bool(selected & DETAIL_FIELDS), timestamps=bool(selected & TIME_FIELDS),
+                                category=False, unit=False)
+        batches = subscription_resolvers.export_batches(ctx, spec, size, plan)
         sequence = 0
         try:
             async for rows in batches:
                 ctx.renew()  # loaders of one batch only: memory stays flat over the whole catalog
                 materials = [Material.from_row(r) for r in rows]
-                _prime(ctx, rows)
                 await prefetch(ctx, materials, selections)
                 sequence += 1
                 yield MaterialBatch(sequence=sequence, materials=materials, done=len(rows) < size)
@@ -130,8 +134,3 @@ class Subscription:
         finally:
             await updates.aclose()
 
-
-def _prime(ctx: Context, rows: list[Any]) -> None:
-    from loaders.base import prime_companions
-
-    prime_companions(rows, ctx.loaders.material_companions())
