@@ -336,10 +336,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         extensions.append(QueryStatsExtension)
     schema = build_schema(extensions)
 
-    def fresh_loaders() -> tuple[RequestLoaders, CacheView | None]:
-        """A subscription's loaders for its next result (issue 6), at the generation applied here."""
-        view = CacheView(cache, cache.freshness.applied) if cache is not None else None
-        return RequestLoaders.build(catalog, prices, view), view
+    def fresh_loaders() -> tuple[RequestLoaders, CacheView | None, int | None]:
+        """A subscription's loaders for its next result (issue 6), at the generation applied here
+        (the hub applies events to the cache before fanning them out)."""
+        if cache is None:
+            return RequestLoaders.build(catalog, prices, None), None, hub.position if hub is not None else None
+        generation = cache.freshness.applied
+        view = CacheView(cache, generation)
+        return RequestLoaders.build(catalog, prices, view), view, generation
 
     def make_context(request: Any, response: Any) -> Context:
         view = CacheView(cache) if cache is not None else None

@@ -31,13 +31,20 @@ class Context:
     # Issue 6: subscriptions (None: not served here) and fresh loaders for each event a
     # long-lived subscription sends (a websocket's context lives as long as its connection).
     subscriptions: Subscriptions | None = None
-    renew_loaders: Callable[[], tuple[RequestLoaders, CacheView | None]] | None = None
+    # () -> (loaders, cache view, the outbox generation they read at, None if unknown)
+    renew_loaders: Callable[[], tuple[RequestLoaders, CacheView | None, int | None]] | None = None
+    renewed_through: int | None = None
 
-    def renew(self) -> None:
+    def renew(self, event_id: int | None = None) -> None:
         """New DataLoaders (and cache generation) before a subscription sends its next result,
-        so it never answers from what the connection read minutes ago."""
-        if self.renew_loaders is not None:
-            self.loaders, self.cache = self.renew_loaders()
+        so it never answers from what the connection read minutes ago. With `event_id`, only
+        when the event is newer than the generation the current loaders read at: the events
+        of one commit, sent one after another, share one set of loaders."""
+        if self.renew_loaders is None:
+            return
+        if event_id is not None and self.renewed_through is not None and event_id <= self.renewed_through:
+            return
+        self.loaders, self.cache, self.renewed_through = self.renew_loaders()
 
     def depends_on(self, *tags: str) -> None:
         """Records what a read outside the cached loaders depended on (the response cache's tags)."""

@@ -82,7 +82,7 @@ class Subscription:
         events = subscription_resolvers.price_updates(ctx, flt, after)
         try:
             async for event in events:
-                ctx.renew()
+                ctx.renew(event.id)
                 yield PriceEvent(cursor=subscription_resolvers.encode_event_cursor(event.id),
                                  price=Price.from_row(price_row(event)),  # type: ignore[arg-type]
                                  previous_unit_price=previous_unit_price(event), at=event.created_at,

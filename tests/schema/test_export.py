@@ -34,7 +34,7 @@ def context(pg: PostgresBackend) -> Context:
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     return Context(request=None, response=None, loaders=RequestLoaders.build(catalog, prices), catalog=catalog,
                    prices=prices, subscriptions=Subscriptions(hub=None, pg=pg, max_export_batch=500),  # type: ignore[arg-type]
-                   renew_loaders=lambda: (RequestLoaders.build(catalog, prices), None))
+                   renew_loaders=lambda: (RequestLoaders.build(catalog, prices), None, None))
 
 
 async def export(pg: PostgresBackend, variables: dict[str, Any]) -> list[Any]:
