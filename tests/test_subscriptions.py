@@ -49,7 +49,7 @@ V3 = [("Цемент М500", "Цемент", "мешок", "555.00"), ("Песо
 
 @pytest.fixture
 async def pair(database_url: str, empty_catalog: object, tmp_path: Path) -> AsyncIterator[list[Instance]]:
-    async with instances(database_url, tmp_path, 2, WS_INIT_TIMEOUT_S="1") as started:
+    async with instances(database_url, tmp_path, 2, WS_INIT_TIMEOUT_S="1", WS_PING_INTERVAL_S="1") as started:
         yield started
 
 
@@ -337,3 +337,17 @@ async def test_import_progress_of_an_import_run_elsewhere_then_done(
             cli.kill()
             await cli.wait()
         await blocker.close()
+
+
+async def test_the_server_pings_after_connection_ack_and_answers_pings(pair: list[Instance]) -> None:
+    ws = await _acknowledged(pair[0].ws)
+    try:
+        await ws.send(json.dumps({"type": "ping"}))
+        async with asyncio.timeout(WAIT):
+            seen = {json.loads(await ws.recv())["type"] for _ in range(2)}  # its pong, and its own ping
+        assert seen == {"pong", "ping"}
+        await ws.send(json.dumps({"type": "pong"}))
+        async with asyncio.timeout(WAIT):
+            assert json.loads(await ws.recv())["type"] == "ping"  # and again, WS_PING_INTERVAL_S later
+    finally:
+        await ws.close()
