@@ -61,12 +61,15 @@ class Subscriber:
     def offer(self, event: OutboxEvent) -> bool:
         """Queues the event; False (and closed) when the queue was full."""
         if len(self._queue) >= self.limit:
-            self.close(f"the subscriber fell behind: {self.limit} events were waiting to be sent "
-                       "(the server's per-subscription queue limit); resume with the cursor of the last event received")
+            self.overflow()
             return False
         self._queue.append(event)
         self._wake.set()
         return True
+
+    def overflow(self) -> None:
+        self.close(f"the subscriber fell behind: {len(self._queue)} events were waiting to be sent (at most "
+                   f"{self.limit} are kept per subscription); resume with the cursor of the last event received")
 
     def close(self, reason: str) -> None:
         if self._closed is None:
@@ -242,6 +245,11 @@ class EventHub(BackgroundJob):
         while any(s.pending + count > s.limit for s in self._subscribers):
             left = deadline - loop.time()
             if left <= 0:
+                # Behind for the whole grace: closed now, whether or not these events are
+                # for it (else one slow subscriber with a narrow filter would hold every batch).
+                for subscriber in [s for s in self._subscribers if s.pending + count > s.limit]:
+                    subscriber.overflow()
+                    self.overflows += 1
                 return
             self._room.clear()
             with contextlib.suppress(TimeoutError):

@@ -84,6 +84,17 @@ async def test_a_subscriber_whose_queue_stays_full_is_closed_with_the_reason(
     assert hub.overflows == 1 and hub.subscribers == 1
 
 
+async def test_a_stuck_subscriber_with_a_narrow_filter_does_not_hold_the_others_back(
+    hub: EventHub, empty_catalog: PostgresBackend
+) -> None:
+    narrow = hub.subscribe(lambda e: e.entity_id == 1)  # never reads
+    reader = hub.subscribe(lambda e: True)
+    await write(empty_catalog, *([1] * 40))  # its queue: 40 of 50
+    await write(empty_catalog, *range(2, 62))  # none for it, but a batch of 25 would not fit
+    assert len(await take(reader, 100)) == 100
+    assert narrow.closed is not None and "fell behind: 40 events were waiting" in narrow.closed
+
+
 async def test_pruning_removes_old_events_and_expires_the_cursors_before_them(
     hub: EventHub, empty_catalog: PostgresBackend, conn: asyncpg.Connection
 ) -> None:
