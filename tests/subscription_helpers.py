@@ -178,3 +178,16 @@ async def wait_hub(url: str, figure: str, expected: int) -> None:
 async def wait_subscribed(url: str, expected: int) -> None:
     """Waits until the instance's hub has `expected` subscribers."""
     await wait_hub(url, "subscribers", expected)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a text/event-stream body."""
+    event, data = "", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+        elif line == "" and event:
+            yield event, data
+            event, data = "", ""

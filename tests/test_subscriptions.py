@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import websockets
 from gql.transport.exceptions import TransportQueryError
@@ -34,6 +35,7 @@ from tests.subscription_helpers import (
     Subscription,
     instances,
     price_csv,
+    sse_events,
     upload,
     wait_hub,
     wait_subscribed,
@@ -351,3 +353,25 @@ async def test_the_server_pings_after_connection_ack_and_answers_pings(pair: lis
             assert json.loads(await ws.recv())["type"] == "ping"  # and again, WS_PING_INTERVAL_S later
     finally:
         await ws.close()
+
+
+async def test_price_updates_over_sse_from_a_change_committed_through_the_other_instance(
+    pair: list[Instance], conn: asyncpg.Connection
+) -> None:
+    subscribed, writer = pair
+    supplier = await insert_supplier(conn, "ООО «СтройТорг»")
+    body = {"query": "subscription { priceUpdates { cursor price { unitPrice } material { name } } }"}
+    events: list[dict] = []
+    async with httpx.AsyncClient(timeout=WAIT) as http, http.stream(
+            "POST", subscribed.http, json=body, headers={"Accept": "text/event-stream"}) as response:
+        assert response.status_code == 200
+        await wait_subscribed(subscribed.http, 1)
+        await upload(writer.http, supplier, price_csv(V1))
+        async with asyncio.timeout(WAIT):
+            async for event, data in sse_events(response):
+                assert event == "next"
+                events.append(json.loads(data)["data"]["priceUpdates"])
+                if len(events) == 3:
+                    break
+    assert sorted((e["material"]["name"], e["price"]["unitPrice"]) for e in events) == sorted(
+        (name, price) for name, _, _, price in V1)

@@ -24,7 +24,7 @@ from resolvers.ids import to_global_id
 from resolvers.subscriptions import Subscriptions
 from schema import build_schema
 from tests.schema.test_round_trips import fill
-from tests.subscription_helpers import WAIT, Instance, instances, wait_hub
+from tests.subscription_helpers import WAIT, Instance, instances, sse_events, wait_hub
 
 EXPORT = """subscription($filter: MaterialFilter, $size: Int) { exportMaterials(filter: $filter, batchSize: $size) {
   sequence done materials { id name category { name } unit { code } currentPrices { unitPrice supplier { name } } } } }"""
@@ -80,19 +80,6 @@ async def test_export_applies_the_filter_and_refuses_a_batch_size_above_the_cap(
 async def server(database_url: str, empty_catalog: object, tmp_path: Path) -> AsyncIterator[Instance]:
     async with instances(database_url, tmp_path, 1) as started:
         yield started[0]
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) pairs of a text/event-stream body."""
-    event, data = "", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data = line[5:].strip()
-        elif line == "" and event:
-            yield event, data
-            event, data = "", ""
 
 
 async def test_export_over_sse_streams_batches_then_complete(server: Instance, conn: asyncpg.Connection) -> None:
