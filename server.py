@@ -35,6 +35,7 @@ from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
+from backends.embedder import SharedQueryVectors
 from backends.event_hub import EventHub
 from backends.freshness import Freshness
 from backends.migrator import apply_migrations, discover, pending_migrations
@@ -44,7 +45,7 @@ from backends.prices import PriceReader
 from backends.redis_link import RedisLink
 from backends.search import SearchService, SearchTuning
 from backends.search_index import IndexerLoop
-from backends.warmup import HotKeys, Warmer
+from backends.warmup import HotKeys, Refresher, Warmer
 from loaders.registry import RequestLoaders
 from middleware.graphiql import find_graphiql_assets
 from middleware.graphql_view import CatalogGraphQL
@@ -118,12 +119,14 @@ class Settings:
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000
     cache_l1_mb: int = 64
-    cache_ttl_s: float = 300.0
+    cache_ttl_s: float = 3600.0  # a backstop: writes drop entries by tag, not by time
     response_cache: bool = True  # whole query results (middleware.response_cache); needs CACHE on
     cache_warmup: bool = True  # count hot keys and read them back on start and after bursts (backends.warmup)
     cache_warmup_top: int = 500  # materials per warm-up
     cache_warmup_responses: int = 100  # stored response documents per warm-up
     cache_warmup_cooldown_s: float = 30.0  # at least this long between two warm-ups after bursts
+    cache_refresh: bool = True  # execute hot stored responses again right after a write dropped them
+    cache_warmup_searches: int = 100  # most searched queries embedded on start (query-vector caches)
     # Issue 6: subscriptions (graphql-transport-ws and SSE), the event hub, the outbox's retention.
     subscriptions: bool = True  # the event hub (LISTEN) and the Subscription root's data in this process
     subscription_queue_limit: int = 1000  # events queued per subscriber before it is closed as too slow
@@ -167,12 +170,14 @@ class Settings:
             cache_prefix=env.get("CACHE_PREFIX") or "materials",
             cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", 50_000),
             cache_l1_mb=_int(env, "CACHE_L1_MB", 64),
-            cache_ttl_s=_float(env, "CACHE_TTL_S", 300.0),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", 3600.0),
             response_cache=_flag(env.get("RESPONSE_CACHE"), default=True),
             cache_warmup=_flag(env.get("CACHE_WARMUP"), default=True),
             cache_warmup_top=_int(env, "CACHE_WARMUP_TOP", 500),
             cache_warmup_responses=_int(env, "CACHE_WARMUP_RESPONSES", 100),
             cache_warmup_cooldown_s=_float(env, "CACHE_WARMUP_COOLDOWN_S", 30.0),
+            cache_refresh=_flag(env.get("CACHE_REFRESH"), default=True),
+            cache_warmup_searches=_int(env, "CACHE_WARMUP_SEARCHES", 100),
             # Issue 6
             subscriptions=_flag(env.get("SUBSCRIPTIONS"), default=True),
             subscription_queue_limit=_int(env, "SUBSCRIPTION_QUEUE_LIMIT", 1000),
@@ -271,7 +276,7 @@ def build_cache(settings: Settings, pg: PostgresBackend) -> tuple[TwoLevelCache 
 
 
 def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: CatalogReader, prices: PriceReader,
-                 lean: LeanQueries | None) -> Warmer | None:
+                 lean: LeanQueries | None, search: SearchService) -> Warmer | None:
     """The cache's warm-up (None with CACHE_WARMUP=off or no cache)."""
     if cache is None or cache.hot is None:
         return None
@@ -289,8 +294,19 @@ def build_warmer(settings: Settings, cache: TwoLevelCache | None, catalog: Catal
     freshness = cache.freshness
     return Warmer(cache.hot, lambda: freshness.events_applied, load_materials,
                   execute_response if lean is not None and settings.response_cache else None,
+                  warm_searches=search.warm_queries, top_searches=settings.cache_warmup_searches,
                   top=settings.cache_warmup_top, top_responses=settings.cache_warmup_responses,
                   cooldown=settings.cache_warmup_cooldown_s)
+
+
+def build_refresher(settings: Settings, cache: TwoLevelCache | None, lean: LeanQueries | None) -> Refresher | None:
+    """Hot stored responses executed again after a write dropped them (None with CACHE_REFRESH=off,
+    CACHE_WARMUP=off (nothing counted), no response cache or no lean path)."""
+    if not settings.cache_refresh or cache is None or cache.hot is None or lean is None or not settings.response_cache:
+        return None
+    refresher = Refresher(cache.hot, lean.prefetch)
+    cache.freshness.on_touched(refresher.touched)
+    return refresher
 
 
 async def publish_generation(settings: Settings, pg: PostgresBackend) -> None:
@@ -329,6 +345,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     catalog, prices = CatalogReader(pg), PriceReader(pg)
     search, indexers = build_search(settings, pg)
     cache, redis = build_cache(settings, pg)
+    if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
+        search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)
     hub, subscriptions = build_subscriptions(settings, pg, cache)  # issue 6
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
@@ -369,7 +387,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     configure_subscriptions(graphql_app, init_timeout_s=settings.ws_init_timeout_s,  # issue 6
                             ping_interval_s=settings.ws_ping_interval_s,
                             per_connection=settings.subscriptions_per_connection)
-    warmer = build_warmer(settings, cache, catalog, prices, lean)
+    warmer = build_warmer(settings, cache, catalog, prices, lean, search)
+    refresher = build_refresher(settings, cache, lean)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -411,6 +430,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 listener.start()
             if warmer is not None:
                 warmer.start()  # in the background: start-up does not wait for it
+            if refresher is not None:
+                refresher.start()
             await open_vector_index(search)
             if settings.search_indexer:
                 loop = indexer_loop(search, indexers)
@@ -421,6 +442,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             gc.unfreeze()
             if warmer is not None:
                 await warmer.stop()
+            if refresher is not None:
+                await refresher.stop()
             if listener is not None:
                 await listener.stop()
             if hub is not None:
@@ -450,6 +473,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.cache = cache
     app.state.redis = redis
     app.state.warmer = warmer
+    app.state.refresher = refresher
     app.state.hub = hub
     return app
 

@@ -44,7 +44,7 @@ def count_lookup(level: str, result: str, n: int) -> None:
 class CacheLimits:
     l1_entries: int = 50_000
     l1_bytes: int = 64 * 1024 * 1024
-    ttl: float = 300.0  # L1 and L2, for found values
+    ttl: float = 3600.0  # L1 and L2, for found values: a backstop, writes drop entries by tag
     negative_ttl: float = 15.0  # for keys with no row
     compress_above: int = 1024  # bytes of msgpack before zstd is worth it
 

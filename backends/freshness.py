@@ -80,10 +80,16 @@ class Freshness:
         self.events_applied = 0  # events applied after the first observation (the warm-up's burst signal)
         self._lock = asyncio.Lock()
         self._on_reset: list[Callable[[], None]] = []
+        self._on_touched: list[Callable[[set[str], bool], None]] = []
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         """`callback()` runs when the tag history is dropped (every entry older is invalid)."""
         self._on_reset.append(callback)
+
+    def on_touched(self, callback: Callable[[set[str], bool], None]) -> None:
+        """`callback(tags, local)` runs after events are applied, with the tags they touched;
+        `local` is True when this instance committed them (`committed()`)."""
+        self._on_touched.append(callback)
 
     def valid(self, gen: int, tags: Iterable[str]) -> bool:
         """Whether an entry read at `gen` with `tags` is still current, as far as applied."""
@@ -110,7 +116,7 @@ class Freshness:
         """After a write committed here: apply its events, then publish the new generation
         (before the writer answers, so any read that starts afterwards observes it)."""
         gen = int(await self.pg.fetchval(LATEST_EVENT))
-        await self._catch_up(gen)
+        await self._catch_up(gen, local=True)
         await self._publish(gen)
         return gen
 
@@ -132,7 +138,7 @@ class Freshness:
         except RedisUnavailable:
             log.warning("could not publish cache generation %d: Redis unavailable", gen)
 
-    async def _catch_up(self, gen: int) -> None:
+    async def _catch_up(self, gen: int, *, local: bool = False) -> None:
         async with self._lock:  # one catch-up at a time; later callers find it done
             applied = self.applied
             if applied is not None and applied >= gen:
@@ -148,17 +154,24 @@ class Freshness:
             if len(rows) > self.max_events:  # a big import: dropping everything is cheaper
                 self._reset(gen)
                 return
-            self.apply(rows)
+            tags = self.apply(rows)
             self.applied = gen
             if len(self.touched) > self.max_tags:
                 self._reset(gen)
+            elif tags and not first:
+                for callback in self._on_touched:
+                    callback(tags, local)
 
-    def apply(self, rows: Sequence[Any]) -> None:
+    def apply(self, rows: Sequence[Any]) -> set[str]:
+        """Records the events' tags as touched; returns them."""
         touched = self.touched
+        tags: set[str] = set()
         for row in rows:
             for tag in tags_of_event(row["topic"], row["entity_id"], row["supplier_id"], row["price_list_id"],
                                      row["source"]):
                 touched[tag] = row["id"]
+                tags.add(tag)
+        return tags
 
     def _reset(self, gen: int) -> None:
         self.touched.clear()

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from backends.catalog import MaterialFilterSpec, _filter_conditions
-from backends.embedder import Embedder, normalise_query
+from backends.embedder import Embedder, SharedQueryVectors, normalise_query
 from backends.postgres import PostgresBackend
 from backends.search_index import _PAYLOADS, passage_text
 from backends.sql import SqlParams, like_prefix
@@ -294,6 +294,7 @@ class SearchService:
         self.pg, self.embedder, self.index = pg, embedder, index
         self.tuning = tuning or SearchTuning()
         self.popular: Counter[str] = Counter()
+        self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
         self._open_attempt = -1e9
         self._open_lock = asyncio.Lock()
@@ -398,7 +399,8 @@ class SearchService:
             raise SearchUnavailable("no vector index is configured")
         if not await self.open_vectors():
             raise SearchUnavailable("the vector store is unavailable")
-        vector, flt = await asyncio.gather(self.embedder.query(query), self._vector_filter(spec))
+        vector, flt = await asyncio.gather(self.embedder.query(query, self.shared_vectors),
+                                           self._vector_filter(spec))
         found = await self.index.search(vector, flt, limit)
         live = await self._live([i for i, _ in found], spec, query)
         return [(i, s) for i, s in found if i in live], live
@@ -501,6 +503,16 @@ class SearchService:
             if len(out) >= first:
                 break
         return out
+
+    async def warm_queries(self, top: int) -> int:
+        """Embeds the `top` most searched queries (search_queries) into the query-vector
+        caches, so their first search after a start pays no embedding; returns how many."""
+        if self.embedder is None or top <= 0:
+            return 0
+        rows = await self.pg.fetch("SELECT query FROM search_queries ORDER BY hits DESC, query LIMIT $1", top)
+        for row in rows:
+            await self.embedder.query(row["query"], self.shared_vectors)
+        return len(rows)
 
     async def flush_popular(self) -> int:
         """Adds the queries counted since the last flush to `search_queries` (suggest's source)."""

@@ -12,9 +12,14 @@ Warming (background, `Warmer`): on start, and after an invalidation burst (at le
 the warm-up waits for a quiet second, and for `cooldown` seconds after the previous one), the top `top` materials are loaded through the
 loaders' batch path (L1, then L2, then one statement per chunk; both levels are filled,
 under the usual freshness rules) and the top stored response documents are executed again
-through the response cache (stored only if the usual rules allow). One warm-up at a time,
-bounded work, never awaited by start-up or by a request; lookups made while warming are
-neither counted as hot nor as request hits and misses.
+through the response cache (stored only if the usual rules allow); on start only, the
+`top_searches` most searched queries are embedded into the query-vector caches (a vector
+depends on the model alone). One warm-up at a time, bounded work, never awaited by start-up
+or by a request; lookups made while warming are neither counted as hot nor as request hits
+and misses.
+
+Refreshing (background, `Refresher`): hot stored responses that a write dropped are
+executed again right after it (see the class).
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class HotKeys:
         self.max_keys, self.shared_keys, self.decay_s = max_keys, shared_keys, decay_s
         self.counts: dict[str, dict[str, int]] = {}
         self._pending: dict[str, dict[str, int]] = {}
+        # Stored responses counted here, by the entity tags they hold (backends.warmup.Refresher):
+        # member -> its tags, and tag -> members. Only members still among the counts are kept.
+        self._member_tags: dict[str, tuple[str, ...]] = {}
+        self._by_tag: dict[str, set[str]] = {}
 
     def count(self, kind: str, members: Iterable[str]) -> None:
         if WARMING.get():
@@ -61,12 +70,51 @@ class HotKeys:
             counts[member] = counts.get(member, 0) + 1
             pending[member] = pending.get(member, 0) + 1
         if len(counts) >= 2 * self.max_keys:
-            self.counts[kind] = _top(counts, self.max_keys)
+            self.counts[kind] = kept = _top(counts, self.max_keys)
+            if kind == "response":
+                for member in [m for m in self._member_tags if m not in kept]:
+                    self._unindex(member)
         if len(pending) >= 2 * self.max_keys:
             self._pending[kind] = _top(pending, self.max_keys)
 
     def key(self, kind: str) -> str:
         return f"{self.prefix}:hot:{kind}"
+
+    def index_response(self, member: str, tags: Sequence[str]) -> None:
+        """Remembers which entities a counted response holds (its tags but the list-wide ones,
+        which every write of a kind touches), so a write can find the hot responses it dropped."""
+        entity_tags = tuple(t for t in tags if not t.startswith("list:"))
+        if self._member_tags.get(member) == entity_tags:
+            return
+        self._unindex(member)
+        self._member_tags[member] = entity_tags
+        for tag in entity_tags:
+            self._by_tag.setdefault(tag, set()).add(member)
+
+    def _unindex(self, member: str) -> None:
+        for tag in self._member_tags.pop(member, ()):
+            members = self._by_tag.get(tag)
+            if members is not None:
+                members.discard(member)
+                if not members:
+                    del self._by_tag[tag]
+
+    def indexed(self, member: str) -> bool:
+        return member in self._member_tags
+
+    def hot_responses(self, tags: Iterable[str], min_count: int) -> list[str]:
+        """Counted responses that hold any of `tags` and were requested at least `min_count`
+        times here, most requested first."""
+        counts = self.counts.get("response", {})
+        found: set[str] = set()
+        for tag in tags:
+            if tag == "*":  # an unknown change: anything may be stale
+                found.update(self._member_tags)
+                break
+            found.update(self._by_tag.get(tag, ()))
+        hot = [m for m in found if counts.get(m, 0) >= min_count]
+        hot.sort(key=lambda m: counts.get(m, 0), reverse=True)
+        return hot
 
     async def flush(self) -> None:
         """Adds the counts since the last flush to the shared sorted sets (nothing without Redis)."""
@@ -119,7 +167,8 @@ def response_member(document: str, name: str | None, variables: dict[str, Any] |
 
 
 LoadMaterials = Callable[[Sequence[int]], Awaitable[None]]
-ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[None]]
+ExecuteResponse = Callable[[str, str | None, dict[str, Any]], Awaitable[Any]]
+WarmSearches = Callable[[int], Awaitable[int]]  # embeds the n most searched queries; returns how many
 
 
 class Warmer(BackgroundJob):
@@ -128,17 +177,21 @@ class Warmer(BackgroundJob):
     task_name = "cache-warmup"
 
     def __init__(self, hot: HotKeys, events_applied: Callable[[], int], load_materials: LoadMaterials,
-                 execute_response: ExecuteResponse | None, *, top: int = 500, top_responses: int = 100,
+                 execute_response: ExecuteResponse | None, *, warm_searches: WarmSearches | None = None,
+                 top: int = 500, top_responses: int = 100, top_searches: int = 100,
                  chunk: int = 100, burst_events: int = 50, interval: float = 1.0, cooldown: float = 30.0) -> None:
-        if top < 0 or top_responses < 0 or chunk < 1 or burst_events < 1 or interval <= 0 or cooldown < 0:
-            raise ValueError("Warmer: top, top_responses, cooldown >= 0; chunk, burst_events >= 1; interval > 0")
+        if (top < 0 or top_responses < 0 or top_searches < 0 or chunk < 1 or burst_events < 1 or interval <= 0
+                or cooldown < 0):
+            raise ValueError("Warmer: top, top_responses, top_searches, cooldown >= 0; chunk, burst_events >= 1; "
+                             "interval > 0")
         self.hot, self.events_applied = hot, events_applied
         self.load_materials, self.execute_response = load_materials, execute_response
+        self.warm_searches, self.top_searches = warm_searches, top_searches
         self.top, self.top_responses, self.chunk = top, top_responses, chunk
         self.burst_events, self.interval, self.cooldown = burst_events, interval, cooldown
         self.runs = 0  # warm-ups completed
         self.ticks = 0  # checks completed (each second)
-        self.warmed = {"material": 0, "response": 0}  # keys read by the last warm-up
+        self.warmed = {"material": 0, "response": 0, "search": 0}  # keys read by the last warm-up
         super().__init__()
         self._done = asyncio.Condition()
 
@@ -187,7 +240,10 @@ class Warmer(BackgroundJob):
     async def warm(self) -> None:
         token = WARMING.set(True)
         try:
-            warmed = {"material": 0, "response": 0}
+            warmed = {"material": 0, "response": 0, "search": 0}
+            if self.warm_searches is not None and self.top_searches and self.runs == 0:
+                # Query vectors depend on the model only: once, on start, most searched first.
+                warmed["search"] = await self.warm_searches(self.top_searches)
             ids = [int(m) for m in await self.hot.top("material", self.top) if m.isdigit()]
             for start in range(0, len(ids), self.chunk):
                 batch = ids[start:start + self.chunk]
@@ -204,9 +260,105 @@ class Warmer(BackgroundJob):
             for kind, n in warmed.items():
                 WARMED.labels(kind).inc(n)
             self.warmed = warmed
-            log.info("cache warm-up: %d materials, %d responses", warmed["material"], warmed["response"])
+            log.info("cache warm-up: %d materials, %d responses, %d search queries", warmed["material"],
+                     warmed["response"], warmed["search"])
         finally:
             WARMING.reset(token)
             async with self._done:
                 self.runs += 1
                 self._done.notify_all()
+
+
+class Refresher(BackgroundJob):
+    """Reads hot stored responses again right after a write dropped them.
+
+    A write drops every stored response that holds what it changed (backends.freshness);
+    the next reader of a hot one would miss and execute it. Instead, when events are
+    applied (`touched`, a Freshness callback), the responses this process counted at
+    least `min_count` times that hold a touched entity are executed again in the
+    background, one at a time, through the response cache (stored under the usual
+    freshness rules, at a generation that includes the write). The instance that
+    committed the write refreshes at once; the others wait `remote_delay` seconds, by
+    which time the writer has usually stored the new entry in Redis, so theirs is an L2
+    read, not a second execution. At most `max_pending` responses wait; more are
+    dropped (counted in `dropped`) and left to the next reader.
+    """
+
+    task_name = "cache-refresh"
+
+    def __init__(self, hot: HotKeys, execute_response: ExecuteResponse, *, min_count: int = 2,
+                 max_pending: int = 1000, remote_delay: float = 0.05) -> None:
+        if min_count < 1 or max_pending < 1 or remote_delay < 0:
+            raise ValueError("Refresher: min_count, max_pending >= 1; remote_delay >= 0")
+        self.hot, self.execute_response = hot, execute_response
+        self.min_count, self.max_pending, self.remote_delay = min_count, max_pending, remote_delay
+        self.refreshed = 0  # responses executed again
+        self.dropped = 0  # responses not queued: the queue was full
+        super().__init__()
+        self._due: dict[str, float] = {}  # member -> monotonic time it may run from
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Condition()
+        self._busy = False  # a refresh is running
+
+    def touched(self, tags: set[str], local: bool) -> None:
+        members = self.hot.hot_responses(tags, self.min_count)
+        if not members:
+            return
+        due = time.monotonic() + (0.0 if local else self.remote_delay)
+        for member in members:
+            if member in self._due:
+                self._due[member] = min(self._due[member], due)
+            elif len(self._due) < self.max_pending:
+                self._due[member] = due
+            else:
+                self.dropped += 1
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once nothing is waiting to be refreshed or being refreshed (tests and benches)."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: not self._due and not self._busy)
+
+    async def wait_refreshed(self, n: int) -> None:
+        """Returns once `n` responses have been refreshed (tests)."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: self.refreshed >= n)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._due:
+                now = time.monotonic()
+                member = min(self._due, key=self._due.__getitem__)
+                if self._due[member] > now:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._due[member] - now):
+                            await self._wake.wait()  # an earlier one may arrive meanwhile
+                    self._wake.clear()
+                    continue
+                del self._due[member]
+                self._busy = True
+                try:
+                    await self._refresh(member)
+                finally:
+                    self._busy = False
+                async with self._idle:
+                    self._idle.notify_all()
+
+    async def _refresh(self, member: str) -> None:
+        try:
+            document, name, variables = orjson.loads(member)
+        except (orjson.JSONDecodeError, ValueError):
+            return
+        token = WARMING.set(True)
+        try:
+            await self.execute_response(document, name, variables)
+            self.refreshed += 1
+            WARMED.labels("refresh").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an optimisation: the next reader executes it instead
+            log.warning("cache refresh: %s", exc or type(exc).__name__)
+        finally:
+            WARMING.reset(token)

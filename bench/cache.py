@@ -177,7 +177,11 @@ async def run_workloads(args: argparse.Namespace, db_url: str, prefix: str) -> d
                 bodies, reads, picked = zipf_requests(ids, args.zipf_requests, args.zipf_s, args.write_share, rng)
                 reqs = [ep.post(b) for b in bodies]
                 await wait_ready(api, ep, reqs[0])
-                warm = await run_load(ep, reqs, duration=args.zipf_warmup, concurrency=args.concurrency)
+                if args.zipf_warmup_requests:  # a fixed point of the sequence, however busy the machine
+                    warm = await run_load(ep, reqs, duration=3600, concurrency=args.concurrency,
+                                          max_requests=args.zipf_warmup_requests)
+                else:
+                    warm = await run_load(ep, reqs, duration=args.zipf_warmup, concurrency=args.concurrency)
                 # The measured run goes on where the warm-up stopped: replaying the warm-up's
                 # own sequence would count its repeats as hits.
                 k = warm.requests % len(reqs)
@@ -261,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zipf-s", type=float, default=1.1)
     p.add_argument("--zipf-requests", type=int, default=100_000, help="request bodies rotated through")
     p.add_argument("--zipf-warmup", type=float, default=30.0, help="seconds of the mix before measuring")
+    p.add_argument("--zipf-warmup-requests", type=int, default=0,
+                   help="requests of the mix before measuring, instead of --zipf-warmup seconds (0: seconds)")
     p.add_argument("--write-share", type=float, default=0.05)
     p.add_argument("--serial-repeat", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)

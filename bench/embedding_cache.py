@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.embedder import Embedder, stable_key
+from backends.embedder import Embedder, SharedQueryVectors, stable_key
 from backends.vectors import collection_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,8 +59,8 @@ class CachedPassages:
             self.computed += len(missing)
         return np.stack([self.vectors[k] for k in keys])
 
-    async def query(self, text: str) -> np.ndarray:
-        return await self.inner.query(text)
+    async def query(self, text: str, shared: SharedQueryVectors | None = None) -> np.ndarray:
+        return await self.inner.query(text, shared)
 
     def close(self) -> None:
         self.inner.close()

@@ -184,8 +184,10 @@ async def run_load(
     concurrency: int = 8,
     request_timeout_s: float = 10.0,
     on_response: Callable[[int, Response], None] | None = None,
+    max_requests: int | None = None,
 ) -> LoadResult:
-    """Closed loop: `concurrency` connections, each request sent after the previous answer.
+    """Closed loop: `concurrency` connections, each request sent after the previous answer;
+    with `max_requests`, no request starts after that many (whatever the duration left).
 
     `on_response(index of the request, response)` sees every complete response (bench/cache.py
     counts cache hits with it).
@@ -221,7 +223,7 @@ async def run_load(
         # one worker. Staggered, each accept goes to a worker that is not busy yet.
         await asyncio.sleep(index * CONNECT_STAGGER_S)
         try:
-            while clock() < deadline:
+            while clock() < deadline and (max_requests is None or counter < max_requests):
                 if writer is None:
                     try:
                         async with asyncio.timeout(request_timeout_s):

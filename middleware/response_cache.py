@@ -67,6 +67,8 @@ class ResponseCache:
             member = response_member(key[0], key[1], key[2])
             if member is not None:
                 hot.count("response", (member,))
+                if executed or not hot.indexed(member):
+                    hot.index_response(member, stored["tags"])
         return stored["body"], not executed
 
 

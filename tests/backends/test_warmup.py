@@ -229,3 +229,106 @@ async def test_start_up_and_requests_do_not_wait_for_the_warm_up(
     finally:
         if held:
             await lock.rollback()
+
+
+RENAME = "mutation($id: ID!, $name: String!) { updateMaterial(id: $id, patch: {name: $name}) { errors { message } } }"
+
+
+async def _rename(http: httpx.AsyncClient, mid: int, name: str) -> None:
+    response = await http.post("/graphql", json={"query": RENAME, "variables": {"id": to_global_id("Material", mid),
+                                                                                "name": name}})
+    assert response.status_code == 200 and response.json()["data"]["updateMaterial"]["errors"] == [], response.text
+
+
+async def refreshed(app: Any) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        await app.state.refresher.wait_idle()
+
+
+async def test_a_hot_response_dropped_by_a_write_is_stored_again_new_before_the_next_read(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection
+) -> None:
+    hot, once = await _catalog(conn, 2)
+    settings = make_settings(database_url)  # L1 only
+    async with instance(settings) as (app, http):
+        for _ in range(2):
+            await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+        await post(http, MATERIAL, {"id": to_global_id("Material", once)})
+        await _rename(http, hot, "Материал 0 (новый)")
+        await _rename(http, once, "Материал 1 (новый)")
+        await refreshed(app)
+        assert app.state.refresher.refreshed == 1  # the response asked for once is left to its next reader
+        first = await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+        assert first.headers["x-cache"] == "hit"
+        assert first.json()["data"]["material"]["name"] == "Материал 0 (новый)"
+        other = await post(http, MATERIAL, {"id": to_global_id("Material", once)})
+        assert other.headers["x-cache"] == "miss"
+        assert other.json()["data"]["material"]["name"] == "Материал 1 (новый)"
+
+
+async def test_another_instance_finds_the_refreshed_response_in_redis(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection, redis_prefix: str
+) -> None:
+    hot, _ = await _catalog(conn, 2)
+    settings = make_settings(database_url, redis_url=SHARED_REDIS, cache_prefix=redis_prefix)
+    gid = to_global_id("Material", hot)
+    async with instance(settings) as (writer_app, writer), instance(settings) as (reader_app, reader):
+        for http in (writer, reader, writer, reader):
+            await post(http, MATERIAL, {"id": gid})
+        executions = LOOKUPS.labels("response", "miss")._value.get()
+        await _rename(writer, hot, "Материал 0 (новый)")
+        await refreshed(writer_app)
+        # The reader learns of the write from the outbox (LISTEN), then reads the writer's new entry.
+        async with asyncio.timeout(HANG_GUARD):
+            await reader_app.state.refresher.wait_refreshed(1)
+        assert writer_app.state.refresher.refreshed == 1
+        for http in (reader, writer):
+            response = await post(http, MATERIAL, {"id": gid})
+            assert response.headers["x-cache"] == "hit"
+            assert response.json()["data"]["material"]["name"] == "Материал 0 (новый)"
+        assert LOOKUPS.labels("response", "miss")._value.get() == executions  # refreshes are not counted as misses
+
+
+async def test_refresh_off_leaves_the_dropped_response_to_its_next_reader(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection
+) -> None:
+    hot, _ = await _catalog(conn, 2)
+    async with instance(make_settings(database_url, cache_refresh=False)) as (app, http):
+        assert app.state.refresher is None
+        for _ in range(2):
+            await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+        await _rename(http, hot, "Материал 0 (новый)")
+        response = await post(http, MATERIAL, {"id": to_global_id("Material", hot)})
+        assert response.headers["x-cache"] == "miss"
+        assert response.json()["data"]["material"]["name"] == "Материал 0 (новый)"
+
+
+def test_the_tag_index_keeps_entities_only_and_forgets_members_that_fall_out_of_the_counts() -> None:
+    hot = HotKeys(None, "unit", max_keys=2)
+    hot.count("response", ["a", "a", "b", "b", "b"])
+    hot.index_response("a", ["material:1", "list:materials", "supplier:3"])
+    hot.index_response("b", ["material:2", "list:prices"])
+    assert hot.hot_responses({"list:materials"}, 1) == []  # every write of a kind touches list tags
+    assert hot.hot_responses({"material:1", "material:2"}, 1) == ["b", "a"]  # most requested first
+    assert hot.hot_responses({"supplier:3"}, 3) == []  # "a" was asked for twice
+    assert sorted(hot.hot_responses({"*"}, 1)) == ["a", "b"]
+    hot.count("response", ["c", "c", "c", "c", "d", "d", "d", "d"])  # a and b drop out of the top 2
+    assert hot.hot_responses({"material:1", "material:2", "supplier:3"}, 1) == []
+    assert not hot.indexed("a") and not hot.indexed("b")
+
+
+async def test_on_start_the_most_searched_queries_are_embedded_before_anyone_searches(
+    database_url: str, empty_catalog: object, conn: asyncpg.Connection
+) -> None:
+    from backends.embedder import stable_key
+
+    await conn.execute("INSERT INTO search_queries (query, hits) VALUES ('цемент м500', 40), ('кирпич', 30), "
+                       "('саморез', 1)")
+    async with instance(make_settings(database_url, cache_warmup_searches=2)) as (app, _):
+        await warmed(app, 1)
+        assert app.state.warmer.warmed["search"] == 2
+        embedder = app.state.search.embedder
+        assert embedder.calls == 2
+        cached = embedder.cache
+        assert cached.get(stable_key(embedder.model_id, "цемент м500")) is not None
+        assert cached.get(stable_key(embedder.model_id, "саморез")) is None  # below the top 2

@@ -148,7 +148,8 @@ async def test_get_queries_are_served_from_the_same_entries_as_posts(
     update = "mutation($id: ID!) { updateMaterial(id: $id, patch: {name: \"Цемент М500 Д0\"}) { errors { code } } }"
     await post(client, update, variables)
     changed = await get(client, MATERIAL, variables)
-    assert changed.headers["x-cache"] == "miss" and changed.json()["data"]["material"]["name"] == "Цемент М500 Д0"
+    # A hit when the background refresh (backends.warmup.Refresher) stored it first; new either way.
+    assert changed.json()["data"]["material"]["name"] == "Цемент М500 Д0"
     assert (await get(client, MATERIAL, variables)).headers["x-cache"] == "hit"
 
 
