@@ -37,6 +37,7 @@ from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
 from backends.embedder import SharedQueryVectors
+from backends.event_hub import EventHub
 from backends.freshness import Freshness
 from backends.migrator import apply_migrations, discover, pending_migrations
 from backends.outbox_listener import OutboxListener
@@ -54,7 +55,10 @@ from middleware.lean_queries import LeanQueries
 from middleware.protection import protection_extension
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
+from middleware.subscription_protocols import configure_subscriptions
 from resolvers.context import Context
+from resolvers.ids import to_global_id
+from resolvers.subscriptions import Subscriptions
 from schema import build_schema
 
 log = logging.getLogger("materials")
@@ -144,6 +148,15 @@ class Settings:
     cors_origins: str = ""  # comma-separated origins allowed by CORS (and for websockets); "*" for any
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 50_000_000
+    # Issue 6: subscriptions (graphql-transport-ws and SSE), the event hub, the outbox's retention.
+    subscriptions: bool = True  # the event hub (LISTEN) and the Subscription root's data in this process
+    subscription_queue_limit: int = 1000  # events queued per subscriber before it is closed as too slow
+    subscriptions_per_connection: int = 20  # operations at once on one websocket
+    subscriptions_per_client: int = 100  # subscriptions at once per client (address) over all connections
+    ws_init_timeout_s: float = 10.0  # graphql-transport-ws: connection_init must come within this
+    ws_ping_interval_s: float = 15.0  # graphql-transport-ws: the server pings this often (0: never)
+    export_max_batch: int = 5000  # exportMaterials' largest batchSize
+    outbox_retention_hours: float = 168.0  # events older than this are pruned (0: kept forever)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -204,6 +217,15 @@ class Settings:
             cors_origins=env.get("CORS_ORIGINS") or "",
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_000_000),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50_000_000),
+            # Issue 6
+            subscriptions=_flag(env.get("SUBSCRIPTIONS"), default=True),
+            subscription_queue_limit=_int(env, "SUBSCRIPTION_QUEUE_LIMIT", 1000),
+            subscriptions_per_connection=_int(env, "SUBSCRIPTIONS_PER_CONNECTION", 20),
+            subscriptions_per_client=_int(env, "SUBSCRIPTIONS_PER_CLIENT", 100),
+            ws_init_timeout_s=_float(env, "WS_INIT_TIMEOUT_S", 10.0),
+            ws_ping_interval_s=_float(env, "WS_PING_INTERVAL_S", 15.0),
+            export_max_batch=_int(env, "EXPORT_MAX_BATCH", 5000),
+            outbox_retention_hours=_float(env, "OUTBOX_RETENTION_HOURS", 168.0),
         )
 
     def resolved_database_url(self) -> str:
@@ -409,6 +431,21 @@ def protect(app: Any, settings: Settings, protection: Protection) -> Any:
     return SecurityHeaders(app)
 
 
+def build_subscriptions(settings: Settings, pg: PostgresBackend,
+                        cache: TwoLevelCache | None) -> tuple[EventHub | None, Subscriptions | None]:
+    """Issue 6: the event hub (it also drives the cache's freshness after commits, so a process
+    keeps one LISTEN connection) and what subscription resolvers share; (None, None) when off."""
+    if not settings.subscriptions:
+        return None, None
+    if settings.subscription_queue_limit < 1 or settings.subscriptions_per_client < 1 or settings.export_max_batch < 1:
+        raise SystemExit("settings SUBSCRIPTION_QUEUE_LIMIT, SUBSCRIPTIONS_PER_CLIENT and EXPORT_MAX_BATCH must be >= 1")
+    retention = (timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours > 0 else None)
+    on_wake = [cache.freshness.committed] if cache is not None else []
+    hub = EventHub(pg.dsn, queue_limit=settings.subscription_queue_limit, retention=retention, on_wake=on_wake)
+    return hub, Subscriptions(hub, pg, max_per_client=settings.subscriptions_per_client,
+                              max_export_batch=settings.export_max_batch)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -419,6 +456,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     cache, redis = build_cache(settings, pg)
     if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
         search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)
+    hub, subscriptions = build_subscriptions(settings, pg, cache)  # issue 6
 
     extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
     if settings.debug:
@@ -427,6 +465,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     extensions.append(protection_extension(protection.guard))
     schema = build_schema(extensions)
     protection.guard.bind(schema._schema)
+
+    def fresh_loaders() -> tuple[RequestLoaders, CacheView | None, int | None]:
+        """A subscription's loaders for its next result (issue 6), at the generation applied here
+        (the hub applies events to the cache before fanning them out)."""
+        if cache is None:
+            return RequestLoaders.build(catalog, prices, None), None, hub.position if hub is not None else None
+        generation = cache.freshness.applied
+        view = CacheView(cache, generation)
+        return RequestLoaders.build(catalog, prices, view), view, generation
 
     def make_context(request: Any, response: Any) -> Context:
         view = CacheView(cache) if cache is not None else None
@@ -441,6 +488,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             cache=view,
             principal=request.scope.get(PRINCIPAL),
             admin=protection.admin,
+            subscriptions=subscriptions,
+            renew_loaders=fresh_loaders,
         )
 
     assets = find_graphiql_assets()
@@ -452,6 +501,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                  graphiql_enabled=settings.graphiql, lean_queries=lean,
                                  principals=protection.principals, anonymous=settings.anonymous != "off",
                                  allowed_origins=cors_origins(settings))  # websocket Origin check (issue 7)
+    configure_subscriptions(graphql_app, init_timeout_s=settings.ws_init_timeout_s,  # issue 6
+                            ping_interval_s=settings.ws_ping_interval_s,
+                            per_connection=settings.subscriptions_per_connection)
     warmer = build_warmer(settings, cache, catalog, prices, lean, search)
     refresher = build_refresher(settings, cache, lean)
 
@@ -471,6 +523,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"status": "ready" if ok else "not ready", "postgres": state},
                             status_code=200 if ok else 503)
 
+    async def subscription_state(_: Request) -> JSONResponse:  # issue 6: the event hub's figures
+        if hub is None:
+            return JSONResponse({"enabled": False})
+        running = sum(subscriptions.active.values()) if subscriptions is not None else 0
+        return JSONResponse({"enabled": True, "running": running, "subscribers": hub.subscribers,
+                             "position": hub.position, "delivered": hub.delivered, "closedTooSlow": hub.overflows})
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await pg.open()
@@ -480,7 +539,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener: OutboxListener | None = None
         try:
             await prepare_database(pg, settings)
-            if cache is not None:
+            if hub is not None:  # issue 6: the hub LISTENs for the cache too
+                await hub.open()
+                hub.start()
+            elif cache is not None:
                 listener = OutboxListener(pg.dsn, cache.freshness)
                 listener.start()
             if warmer is not None:
@@ -501,6 +563,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await refresher.stop()
             if listener is not None:
                 await listener.stop()
+            if hub is not None:
+                await hub.stop()
             if loop is not None:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
@@ -514,6 +578,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
+        Route("/health/subscriptions", subscription_state),
         Route("/graphql", graphql_app),
         WebSocketRoute("/graphql", graphql_app),
     ]
@@ -530,6 +595,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.warmer = warmer
     app.state.refresher = refresher
     app.state.protection = protection
+    app.state.hub = hub
     return app
 
 
@@ -641,9 +707,14 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
                     raise SystemExit(f'import: no supplier named "{args.supplier}" (add --create-supplier to create it)')
                 supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
             bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
+
+            def announce(price_list_id: int, version: int) -> None:  # issue 6: what importProgress takes
+                print(f"importing as price list {price_list_id} (version {version}; "
+                      f"importProgress(priceListId: \"{to_global_id('PriceList', price_list_id)}\"))", flush=True)
+
             try:
                 result = await import_price_list(pg, supplier, path, effective_at=args.effective_at,
-                                                 progress=bar.update)
+                                                 progress=bar.update, started=announce)
             finally:
                 bar.close()
             await publish_generation(settings, pg)
