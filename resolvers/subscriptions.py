@@ -43,9 +43,18 @@ class SubscriptionError(InvalidArgument):
 
 
 def client_address(request: Any) -> str:
-    """The default principal of a connection: the client's address (issue 7 adds API keys)."""
+    """A connection's client address (who a caller is when nothing else says)."""
     client = getattr(request, "client", None)
     return client.host if client is not None else "unknown"
+
+
+def caller(ctx: Any) -> str:
+    """Who a subscription counts against: the API key the request or the websocket's
+    connection_init presented (its rate-limit identity), else the client's address."""
+    principal = getattr(ctx, "principal", None)
+    if principal is not None and not principal.anonymous:
+        return f"key {principal.actor}"
+    return client_address(ctx.request)
 
 
 @dataclass
@@ -56,13 +65,13 @@ class Subscriptions:
     pg: PostgresBackend
     max_per_client: int = 20
     max_export_batch: int = 5000
-    principal: Callable[[Any], str] = client_address
+    principal: Callable[[Any], str] = caller  # context -> who
     active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @contextlib.contextmanager
-    def slot(self, request: Any) -> Iterator[str]:
-        """Counts one running subscription of the request's client, refusing one past the limit."""
-        who = self.principal(request)
+    def slot(self, ctx: Any) -> Iterator[str]:
+        """Counts one running subscription of the context's caller, refusing one past the limit."""
+        who = self.principal(ctx)
         if self.active[who] >= self.max_per_client:
             raise SubscriptionError(
                 f"too many subscriptions: client {who} already has {self.active[who]} running "
@@ -110,7 +119,7 @@ async def price_updates(ctx: Context, flt: PriceEventFilter, after: str | None) 
     """The accepted price events after `after` (or from now), replayed then live, in id order."""
     service = _service(ctx)
     after_id = decode_event_cursor(after) if after is not None else None
-    with service.slot(ctx.request):
+    with service.slot(ctx):
         subscriber = service.hub.subscribe(flt.accepts)
         try:
             last = subscriber.since
@@ -168,7 +177,7 @@ async def export_batches(ctx: Context, spec: MaterialFilterSpec, size: int,
     reads and a client that leaves (the generator is closed) stops them; no connection is
     held between batches."""
     service = _service(ctx)
-    with service.slot(ctx.request):
+    with service.slot(ctx):
         sql, args = export_batch_query(spec, size, plan)
         last = 0
         while True:
@@ -187,7 +196,7 @@ async def import_progress(ctx: Context, price_list_id: int) -> AsyncIterator[tup
     """(progress message, None) while the import of the list runs, then (None, the committed
     list's row) once; raises when the import failed or nothing is known of the list."""
     service = _service(ctx)
-    with service.slot(ctx.request):
+    with service.slot(ctx):
         watcher = service.hub.watch_import(price_list_id)  # first, so no message falls between
         try:
             quiet_since = None

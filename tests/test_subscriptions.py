@@ -258,6 +258,41 @@ async def test_subscriptions_are_limited_per_connection_and_per_client(limited: 
         await second.close()
 
 
+async def test_a_key_in_connection_init_has_its_own_allowance_of_subscriptions(
+    limited: Instance, conn: asyncpg.Connection
+) -> None:
+    from tests.keys import make_key
+
+    key = await make_key(conn, ("read",))
+    prefix = key.split("_")[1]
+    anonymous = await _acknowledged(limited.ws)
+    keyed = await websockets.connect(limited.ws, subprotocols=["graphql-transport-ws"])
+    try:
+        await keyed.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        assert json.loads(await keyed.recv())["type"] == "connection_ack"
+        for op in ("a", "b"):
+            await anonymous.send(_subscribe(op))
+        await wait_subscribed(limited.http, 2)
+        for op in ("c", "d"):  # the same address, but counted against the key (SUBSCRIPTIONS_PER_CLIENT=3)
+            await keyed.send(_subscribe(op))
+        await wait_subscribed(limited.http, 4)
+        extra = await websockets.connect(limited.ws, subprotocols=["graphql-transport-ws"])
+        try:
+            await extra.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+            assert json.loads(await extra.recv())["type"] == "connection_ack"
+            await extra.send(_subscribe("e"))
+            await wait_subscribed(limited.http, 5)  # the key's third
+            await extra.send(_subscribe("f"))  # its fourth
+            refused = await _next_message(extra, "f")
+            error = refused["payload"]["errors"][0]
+            assert f"too many subscriptions: client key {prefix} already has 3 running" in error["message"]
+        finally:
+            await extra.close()
+    finally:
+        await anonymous.close()
+        await keyed.close()
+
+
 async def test_a_consumer_that_does_not_read_is_closed_with_the_reason_instead_of_queueing(
     limited: Instance, conn: asyncpg.Connection, pg: PostgresBackend
 ) -> None:
