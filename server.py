@@ -38,6 +38,7 @@ from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
 from backends.embedded_postgres import start_embedded_postgres
 from backends.embedder import SharedQueryVectors
+from backends.event_hub import EventHub
 from backends.freshness import Freshness
 from backends.gauges import GaugeSampler, PoolWatch
 from backends.health import readiness
@@ -60,6 +61,7 @@ from middleware.observability import ObservabilityMiddleware, OperationOutcomeEx
 from middleware.protection import protection_extension
 from middleware.query_stats import QueryStatsExtension
 from middleware.response_cache import ResponseCache
+from middleware.subscription_protocols import configure_subscriptions
 from middleware.tracing import (
     TopLevelResolverTimer,
     Tracing,
@@ -68,6 +70,8 @@ from middleware.tracing import (
     with_tracer,
 )
 from resolvers.context import Context
+from resolvers.ids import to_global_id
+from resolvers.subscriptions import Subscriptions
 from schema import build_schema
 
 log = logging.getLogger("materials")
@@ -157,6 +161,15 @@ class Settings:
     cors_origins: str = ""  # comma-separated origins allowed by CORS (and for websockets); "*" for any
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 50_000_000
+    # Issue 6: subscriptions (graphql-transport-ws and SSE), the event hub, the outbox's retention.
+    subscriptions: bool = True  # the event hub (LISTEN) and the Subscription root's data in this process
+    subscription_queue_limit: int = 1000  # events queued per subscriber before it is closed as too slow
+    subscriptions_per_connection: int = 20  # operations at once on one websocket
+    subscriptions_per_client: int = 100  # subscriptions at once per client (address) over all connections
+    ws_init_timeout_s: float = 10.0  # graphql-transport-ws: connection_init must come within this
+    ws_ping_interval_s: float = 15.0  # graphql-transport-ws: the server pings this often (0: never)
+    export_max_batch: int = 5000  # exportMaterials' largest batchSize
+    outbox_retention_hours: float = 168.0  # events older than this are pruned (0: kept forever)
     # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
     metrics: bool = True  # /metrics (prometheus-client) and the request metrics
     prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
@@ -234,6 +247,15 @@ class Settings:
             cors_origins=env.get("CORS_ORIGINS") or "",
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_000_000),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50_000_000),
+            # Issue 6
+            subscriptions=_flag(env.get("SUBSCRIPTIONS"), default=True),
+            subscription_queue_limit=_int(env, "SUBSCRIPTION_QUEUE_LIMIT", 1000),
+            subscriptions_per_connection=_int(env, "SUBSCRIPTIONS_PER_CONNECTION", 20),
+            subscriptions_per_client=_int(env, "SUBSCRIPTIONS_PER_CLIENT", 100),
+            ws_init_timeout_s=_float(env, "WS_INIT_TIMEOUT_S", 10.0),
+            ws_ping_interval_s=_float(env, "WS_PING_INTERVAL_S", 15.0),
+            export_max_batch=_int(env, "EXPORT_MAX_BATCH", 5000),
+            outbox_retention_hours=_float(env, "OUTBOX_RETENTION_HOURS", 168.0),
             # issue 8
             metrics=_flag(env.get("METRICS"), default=True),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
@@ -456,6 +478,21 @@ def protect(app: Any, settings: Settings, protection: Protection) -> Any:
     return SecurityHeaders(app)
 
 
+def build_subscriptions(settings: Settings, pg: PostgresBackend,
+                        cache: TwoLevelCache | None) -> tuple[EventHub | None, Subscriptions | None]:
+    """Issue 6: the event hub (it also drives the cache's freshness after commits, so a process
+    keeps one LISTEN connection) and what subscription resolvers share; (None, None) when off."""
+    if not settings.subscriptions:
+        return None, None
+    if settings.subscription_queue_limit < 1 or settings.subscriptions_per_client < 1 or settings.export_max_batch < 1:
+        raise SystemExit("settings SUBSCRIPTION_QUEUE_LIMIT, SUBSCRIPTIONS_PER_CLIENT and EXPORT_MAX_BATCH must be >= 1")
+    retention = (timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours > 0 else None)
+    on_wake = [cache.freshness.committed] if cache is not None else []
+    hub = EventHub(pg.dsn, queue_limit=settings.subscription_queue_limit, retention=retention, on_wake=on_wake)
+    return hub, Subscriptions(hub, pg, max_per_client=settings.subscriptions_per_client,
+                              max_export_batch=settings.export_max_batch)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application: GraphQL at /graphql, GraphiQL assets, health endpoints."""
     settings = settings or Settings.from_env(os.environ)
@@ -468,7 +505,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     cache, redis = build_cache(settings, pg)
     if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
         search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)
-    guard_backends(settings, search, redis)  # issue 8: circuit breakers
+    hub, subscriptions = build_subscriptions(settings, pg, cache)  # issue 6
+    guard_backends(settings, search, redis, owner=pg)  # issue 8: circuit breakers
+    if hub is not None:  # issue 8: materials_open_subscriptions
+        metrics.add_sampler(lambda: metrics.OPEN_SUBSCRIPTIONS.set(hub.subscribers), owner=pg)
     tracing = build_tracing(settings)  # issue 8: OpenTelemetry (None: off)
     resolver_timer = TopLevelResolverTimer(tracing.tracer if tracing is not None else None)
 
@@ -480,6 +520,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     extensions += [OperationOutcomeExtension, with_tracer(resolver_timer.tracer)]  # issue 8
     schema = build_schema(extensions)
     protection.guard.bind(schema._schema)
+
+    def fresh_loaders() -> tuple[RequestLoaders, CacheView | None, int | None]:
+        """A subscription's loaders for its next result (issue 6), at the generation applied here
+        (the hub applies events to the cache before fanning them out)."""
+        if cache is None:
+            return RequestLoaders.build(catalog, prices, None), None, hub.position if hub is not None else None
+        generation = cache.freshness.applied
+        view = CacheView(cache, generation)
+        return RequestLoaders.build(catalog, prices, view), view, generation
 
     def make_context(request: Any, response: Any) -> Context:
         view = CacheView(cache) if cache is not None else None
@@ -494,6 +543,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             cache=view,
             principal=request.scope.get(PRINCIPAL),
             admin=protection.admin,
+            subscriptions=subscriptions,
+            renew_loaders=fresh_loaders,
         )
 
     assets = find_graphiql_assets()
@@ -506,6 +557,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                  graphiql_enabled=settings.graphiql, lean_queries=lean,
                                  principals=protection.principals, anonymous=settings.anonymous != "off",
                                  allowed_origins=cors_origins(settings))  # websocket Origin check (issue 7)
+    configure_subscriptions(graphql_app, init_timeout_s=settings.ws_init_timeout_s,  # issue 6
+                            ping_interval_s=settings.ws_ping_interval_s,
+                            per_connection=settings.subscriptions_per_connection)
     warmer = build_warmer(settings, cache, catalog, prices, lean, search)
     refresher = build_refresher(settings, cache, lean)
 
@@ -515,6 +569,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def ready(_: Request) -> JSONResponse:
         ok, report = await readiness(pg, redis, search)  # issue 8: every backend's state and latency
         return JSONResponse(report, status_code=200 if ok else 503)
+
+    async def subscription_state(_: Request) -> JSONResponse:  # issue 6: the event hub's figures
+        if hub is None:
+            return JSONResponse({"enabled": False})
+        running = sum(subscriptions.active.values()) if subscriptions is not None else 0
+        return JSONResponse({"enabled": True, "running": running, "subscribers": hub.subscribers,
+                             "position": hub.position, "delivered": hub.delivered, "closedTooSlow": hub.overflows})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -530,7 +591,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener: OutboxListener | None = None
         try:
             await prepare_database(pg, settings)
-            if cache is not None:
+            if hub is not None:  # issue 6: the hub LISTENs for the cache too
+                await hub.open()
+                hub.start()
+            elif cache is not None:
                 listener = OutboxListener(pg.dsn, cache.freshness)
                 listener.start()
             if warmer is not None:
@@ -547,6 +611,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             gc.unfreeze()
             await sampler.stop()
             metrics.process_exited(os.getpid())  # a stopped worker's live gauges leave the sums
+            metrics.remove_samplers(pg)
             if tracing is not None:
                 tracing.stop()
             if read_pg is not None:
@@ -557,6 +622,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await refresher.stop()
             if listener is not None:
                 await listener.stop()
+            if hub is not None:
+                await hub.stop()
             if loop is not None:
                 await loop.stop()
             if search.index is not None and search.vectors_open:
@@ -570,6 +637,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
+        Route("/health/subscriptions", subscription_state),
         *operation_routes(settings),  # issue 8: /metrics
         Route("/graphql", graphql_app),
         WebSocketRoute("/graphql", graphql_app),
@@ -588,6 +656,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.warmer = warmer
     app.state.refresher = refresher
     app.state.protection = protection
+    app.state.hub = hub
     return app
 
 
@@ -602,13 +671,13 @@ def build_read_pool(settings: Settings) -> PostgresBackend | None:
                            connect_timeout=settings.pg_connect_timeout_s)
 
 
-def guard_backends(settings: Settings, search: SearchService, redis: RedisLink | None) -> None:
+def guard_backends(settings: Settings, search: SearchService, redis: RedisLink | None, owner: object) -> None:
     """Circuit breakers around the optional backends (backends.breakers): Redis, vectors, embedder."""
     from backends.breakers import Breaker, GuardedEmbedder, GuardedVectorIndex
 
     def breaker(name: str) -> Breaker:
         made = Breaker(name, threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
-        metrics.add_sampler(made.sample)
+        metrics.add_sampler(made.sample, owner=owner)
         return made
 
     if redis is not None:
@@ -652,7 +721,7 @@ def start_gauges(settings: Settings, pg: PostgresBackend, read_pg: PostgresBacke
                  cache: TwoLevelCache | None, redis: RedisLink | None, search: SearchService) -> GaugeSampler:
     pools = [PoolWatch("primary", pg)] + ([PoolWatch("replica", read_pg)] if read_pg is not None else [])
     sampler = GaugeSampler(pools, cache.freshness if cache is not None else None)
-    metrics.add_sampler(sampler.sample_pools)
+    metrics.add_sampler(sampler.sample_pools, owner=pg)
     sampler.start()
     return sampler
 
@@ -794,9 +863,14 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
                     raise SystemExit(f'import: no supplier named "{args.supplier}" (add --create-supplier to create it)')
                 supplier = await pg.fetchval("INSERT INTO suppliers (name) VALUES ($1) RETURNING id", args.supplier)
             bar = tqdm(desc=f"importing {path.name}", unit=" rows", disable=args.quiet)
+
+            def announce(price_list_id: int, version: int) -> None:  # issue 6: what importProgress takes
+                print(f"importing as price list {price_list_id} (version {version}; "
+                      f"importProgress(priceListId: \"{to_global_id('PriceList', price_list_id)}\"))", flush=True)
+
             try:
                 result = await import_price_list(pg, supplier, path, effective_at=args.effective_at,
-                                                 progress=bar.update)
+                                                 progress=bar.update, started=announce)
             finally:
                 bar.close()
             await publish_generation(settings, pg)

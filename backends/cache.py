@@ -242,9 +242,13 @@ class CacheView:
     """One request's window on the cache: the generation it observed (fetched once, lazily),
     and the tags of everything the request read (what its response depends on)."""
 
-    def __init__(self, cache: TwoLevelCache) -> None:
+    def __init__(self, cache: TwoLevelCache, generation: int | None = None) -> None:
         self.cache = cache
         self._gen: asyncio.Future[int] | None = None
+        # Issue 6: a subscription's next event reads at the generation this instance has
+        # applied (the event hub applies events before fanning them out), not at one fetched
+        # from Redis or PostgreSQL per event and subscriber.
+        self._known = generation
         self.tags: set[str] = set()
         self.cacheable = True  # False once the request read something tags cannot describe
 
@@ -255,6 +259,8 @@ class CacheView:
         self.cacheable = False
 
     async def generation(self) -> int:
+        if self._known is not None:
+            return self._known
         if self._gen is None:
             self._gen = asyncio.ensure_future(self.cache.freshness.observe())
         return await asyncio.shield(self._gen)

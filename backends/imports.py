@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 import asyncpg
 
 from backends.errors import BackendError
+from backends.import_progress import ProgressPublisher
 from backends.metrics import IMPORT_ROWS
 from backends.outbox import lock_outbox
 from backends.postgres import PostgresBackend
@@ -48,6 +49,7 @@ BATCH_ROWS = 10_000  # rows parsed per trip to the worker thread, then copied an
 # 1M-row file takes longer than that, and a timeout would throw the whole import away.
 STATEMENT_TIMEOUT_S = 1800.0
 Progress = Callable[[int], None]
+Started = Callable[[int, int], None]  # (price list id, version), as soon as the id is reserved
 
 
 class SupplierNotFound(BackendError):
@@ -191,16 +193,18 @@ async def import_price_list(
     filename: str | None = None,
     effective_at: datetime | None = None,
     progress: Progress | None = None,
+    started: Started | None = None,
 ) -> ImportResult:
-    """Imports one price-list file for a supplier; see the module docstring.
+    """Imports one price-list file for a supplier; see the module docstring. Progress is also
+    published for `importProgress` subscribers (backends.import_progress).
 
     Raises PriceFileError (the file cannot be used; nothing stored) or SupplierNotFound.
     """
-    started = time.perf_counter()
+    started_at = time.perf_counter()
 
     def duplicate(row: asyncpg.Record) -> ImportResult:
         return ImportResult(row["id"], row["version"], True, row["row_count"], row["rejected_count"], 0, 0,
-                            round(time.perf_counter() - started, 3))
+                            round(time.perf_counter() - started_at, 3))
 
     # A file already imported is recognised by its checksum before anything is parsed when
     # the bytes can be read twice (a path, an uploaded temporary file); the import itself
@@ -214,17 +218,35 @@ async def import_price_list(
             return duplicate(row)
     price_file = await asyncio.to_thread(read_price_file, source, filename=filename)
     effective = effective_at or datetime.now(UTC)
+    publisher = ProgressPublisher(pg)
+
+    def rows_done(count: int) -> None:
+        publisher.rows(count)
+        if progress is not None:
+            progress(count)
+
+    def reserved(price_list_id: int, version: int) -> None:
+        # The file's checksum when its bytes could be read ahead, else known only at the end.
+        publisher.started(price_list_id, supplier_id, version, price_file.filename, checksum or "", effective, None)
+        if started is not None:
+            started(price_list_id, version)
+
     try:
         async with pg.transaction() as conn:
-            result = await _import(_Patient(conn), supplier_id, price_file, effective, progress, started)
+            result = await _import(_Patient(conn), supplier_id, price_file, effective, rows_done, reserved, started_at)
         # Counted once committed: rolled-back rows were never imported.
         IMPORT_ROWS.labels("stored").inc(result.row_count)
         IMPORT_ROWS.labels("rejected").inc(result.rejected_count)
-        return result
     except _Duplicate as dup:
+        await publisher.finish(failed=f"the same file was imported before as price list {dup.row['id']}")
         return duplicate(dup.row)
+    except BaseException as exc:
+        await asyncio.shield(publisher.finish(failed=str(exc) or type(exc).__name__))
+        raise
     finally:
         price_file.close()
+    await publisher.finish()  # after the commit: a subscriber told "done" can read the list
+    return result
 
 
 def _checksum_first(source: str | Path | BinaryIO) -> str | None:
@@ -252,11 +274,17 @@ def _checksum_first(source: str | Path | BinaryIO) -> str | None:
 
 async def _import(
     conn: _Patient, supplier_id: int, price_file: PriceFile, effective: datetime,
-    progress: Progress | None, started: float,
+    progress: Progress | None, reserved: Started, started: float,
 ) -> ImportResult:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LOCK % 2**31, supplier_id)
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM suppliers WHERE id = $1)", supplier_id):
         raise SupplierNotFound(f"supplier {supplier_id} does not exist")
+    # The list's id and version are fixed now (the supplier's lock is held to commit), so its
+    # progress can name it while the rows are still being read (importProgress).
+    list_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('price_lists', 'id'))")
+    version = await conn.fetchval("SELECT coalesce(max(version), 0) + 1 FROM price_lists WHERE supplier_id = $1",
+                                  supplier_id)
+    reserved(list_id, version)
     phases: dict[str, float] = {}
     mark = time.perf_counter()
 
@@ -294,11 +322,9 @@ async def _import(
         "UPDATE price_lists SET status = 'SUPERSEDED', superseded_at = $2 WHERE supplier_id = $1 AND status = 'ACTIVE'",
         supplier_id, effective)
     price_list = await conn.fetchrow(
-        "INSERT INTO price_lists (supplier_id, version, status, filename, checksum, effective_at, row_count, "
-        "rejected_count) VALUES ($1, (SELECT coalesce(max(version), 0) + 1 FROM price_lists WHERE supplier_id = $1), "
-        "'ACTIVE', $2, $3, $4, $5, $6) RETURNING id, version",
-        supplier_id, price_file.filename, price_file.checksum, effective, valid, rejected)
-    list_id = price_list["id"]
+        "INSERT INTO price_lists (id, supplier_id, version, status, filename, checksum, effective_at, row_count, "
+        "rejected_count) OVERRIDING SYSTEM VALUE VALUES ($7, $1, $8, 'ACTIVE', $2, $3, $4, $5, $6) RETURNING id, version",
+        supplier_id, price_file.filename, price_file.checksum, effective, valid, rejected, list_id, version)
 
     await conn.execute("SELECT ensure_price_partitions($1, $1)", effective)
     # Every row goes to the history; the last row of a material in the file is its current price.
@@ -344,9 +370,21 @@ async def _import(
         SELECT 'price.changed', coalesce(n.material_id, o.material_id), jsonb_build_object(
                    'materialId', coalesce(n.material_id, o.material_id), 'supplierId', $1::bigint,
                    'priceListId', $2::bigint, 'currency', coalesce(n.currency, o.currency),
-                   'oldUnitPrice', o.unit_price::text, 'newUnitPrice', n.unit_price::text)
+                   'oldUnitPrice', o.unit_price::text, 'newUnitPrice', n.unit_price::text,
+                   -- What subscriptions filter on and answer with (backends.price_events), so
+                   -- fanning an event out needs no query: the category's path (itself and its
+                   -- ancestors) at the time of the change, and the new price row (null when the
+                   -- new list no longer carries the material).
+                   'categoryPath', to_jsonb(c.path),
+                   'price', CASE WHEN n.material_id IS NOT NULL THEN jsonb_build_object(
+                       'id', n.price_id, 'unitPrice', n.unit_price::text, 'currency', n.currency,
+                       'calcUnit', n.calc_unit_code, 'unitCalcPrice', n.unit_calc_price::text,
+                       'buyPrice', n.buy_price::text, 'salePrice', n.sale_price::text, 'stock', n.stock,
+                       'priceDate', n.price_date, 'validFrom', n.valid_from) END)
         FROM import_current n
         FULL JOIN (SELECT * FROM current_prices WHERE supplier_id = $1) o ON o.material_id = n.material_id
+        LEFT JOIN materials m ON m.id = coalesce(n.material_id, o.material_id)
+        LEFT JOIN categories c ON c.id = m.category_id
         WHERE o.unit_price IS DISTINCT FROM n.unit_price OR o.currency IS DISTINCT FROM n.currency
         ORDER BY 2
         """,

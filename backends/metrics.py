@@ -95,21 +95,22 @@ def record_pool(name: str, usage: dict[str, int]) -> None:
         PG_POOL.labels(name, state).set(usage.get(state, 0))
 
 
-# Callables that set gauges from live objects (pools, breakers, the freshness state); server.py
-# registers them. Each runs in the process that owns the objects.
-_samplers: list[Callable[[], Any]] = []
+# Callables that set gauges from live objects (pools, breakers, the event hub), by owner (an
+# app's PostgresBackend: what one app registered leaves with it); server.py registers them.
+# Each runs in the process that owns the objects.
+_samplers: list[tuple[object, Callable[[], Any]]] = []
 
 
-def add_sampler(sample: Callable[[], Any]) -> None:
-    _samplers.append(sample)
+def add_sampler(sample: Callable[[], Any], owner: object = None) -> None:
+    _samplers.append((owner, sample))
 
 
-def clear_samplers() -> None:
-    _samplers.clear()
+def remove_samplers(owner: object) -> None:
+    _samplers[:] = [(o, s) for o, s in _samplers if o is not owner]
 
 
 def sample_gauges() -> None:
-    for sample in list(_samplers):
+    for _, sample in list(_samplers):
         try:
             sample()
         except Exception:  # a backend that is closed or down: its gauges keep their last value

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.api_keys import Principal
 from backends.cache import CacheView
@@ -12,6 +13,9 @@ from backends.prices import PriceReader
 from backends.search import SearchService
 from loaders.registry import RequestLoaders
 from resolvers.admin import AdminServices
+
+if TYPE_CHECKING:
+    from resolvers.subscriptions import Subscriptions
 
 
 @dataclass
@@ -30,10 +34,28 @@ class Context:
     connection_params: Any = None  # a websocket's connection_init payload (Strawberry sets it)
     admin: AdminServices | None = None  # key management, audit, allow-list (None: not served)
 
+    # Issue 6: subscriptions (None: not served here) and fresh loaders for each event a
+    # long-lived subscription sends (a websocket's context lives as long as its connection).
+    subscriptions: Subscriptions | None = None
+    # () -> (loaders, cache view, the outbox generation they read at, None if unknown)
+    renew_loaders: Callable[[], tuple[RequestLoaders, CacheView | None, int | None]] | None = None
+    renewed_through: int | None = None
+
     @property
     def actor(self) -> str:
         """The audit log's name for the caller: the API key's prefix, else "anonymous"."""
         return self.principal.actor if self.principal is not None else "anonymous"
+
+    def renew(self, event_id: int | None = None) -> None:
+        """New DataLoaders (and cache generation) before a subscription sends its next result,
+        so it never answers from what the connection read minutes ago. With `event_id`, only
+        when the event is newer than the generation the current loaders read at: the events
+        of one commit, sent one after another, share one set of loaders."""
+        if self.renew_loaders is None:
+            return
+        if event_id is not None and self.renewed_through is not None and event_id <= self.renewed_through:
+            return
+        self.loaders, self.cache, self.renewed_through = self.renew_loaders()
 
     def depends_on(self, *tags: str) -> None:
         """Records what a read outside the cached loaders depended on (the response cache's tags)."""

@@ -16,6 +16,7 @@ from schema.material import Material
 from schema.mutation import Mutation
 from schema.price import PriceList
 from schema.query import Query
+from schema.subscription import Subscription
 from schema.supplier import Supplier
 
 
@@ -29,6 +30,7 @@ def build_schema(
     return strawberry.Schema(
         query=merge_types("Query", (Query, AdminQuery)),  # admin fields: issue 7
         mutation=merge_types("Mutation", (Mutation, AdminMutation)),
+        subscription=Subscription,
         types=[Material, Category, Supplier, PriceList],
         extensions=list[Any](extensions),
         execution_context_class=CompiledExecutionContext if compiled else None,

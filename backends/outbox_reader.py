@@ -1,0 +1,99 @@
+"""Reading the event outbox in id order, and pruning it past its retention.
+
+Ids become visible in id order (backends.outbox), so `id > cursor` read after a commit
+notification never passes over an event that commits later. Pruning removes a prefix of
+the outbox and records the largest id removed (`outbox_retention.pruned_through`): a cursor
+at or above it resumes exactly, one below it has lost events (CursorExpired).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+EVENT_COLUMNS = "id, topic, entity_id, payload::text AS payload, created_at"
+PRUNE_LOCK = 7_107_500_061  # pg_advisory_xact_lock key: one instance prunes at a time
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One committed outbox row; shared (never copied) by every subscriber it is fanned out to."""
+
+    id: int
+    topic: str
+    entity_id: int | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> OutboxEvent:
+        return cls(row["id"], row["topic"], row["entity_id"], orjson.loads(row["payload"]), row["created_at"])
+
+
+class CursorExpired(Exception):
+    """The events after a cursor were pruned (or the cursor is from another outbox)."""
+
+
+async def latest_event_id(conn: Any) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM events"))
+
+
+async def events_after(conn: Any, after: int, limit: int, *, through: int | None = None,
+                       topics: Sequence[str] | None = None) -> list[OutboxEvent]:
+    """Up to `limit` events with `after < id <= through`, in id order, of the given topics."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1 (got {limit})")
+    bound = through if through is not None else 2**63 - 1
+    if topics is None:
+        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+                                after, bound, limit)
+    else:
+        # (topic, id) index: a replay of price events skips the catalog's other events.
+        rows = await conn.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE topic = ANY($1::text[]) AND id > $2 AND id <= $3 "
+            "ORDER BY id LIMIT $4", list(topics), after, bound, limit)
+    return [OutboxEvent.from_row(r) for r in rows]
+
+
+async def check_cursor(conn: Any, after: int) -> None:
+    """Raises CursorExpired when events after `after` may have been pruned, or `after` is
+    beyond the newest event (a cursor of another database, or of an outbox that was reset)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT pruned_through FROM outbox_retention) AS pruned, (SELECT coalesce(max(id), 0) FROM events) AS latest")
+    pruned = row["pruned"] or 0
+    if after < pruned:
+        raise CursorExpired(f"the events after this cursor (event {after}) were removed: the outbox keeps events "
+                            f"only for its retention period and now starts after event {pruned}")
+    if after > row["latest"]:
+        raise CursorExpired(f"this cursor (event {after}) is newer than the newest event ({row['latest']}): "
+                            "it does not belong to this outbox")
+
+
+async def prune_events(conn: asyncpg.Connection, retention: timedelta, *, batch: int = 10_000,
+                       now: datetime | None = None) -> int:
+    """Deletes the oldest events created more than `retention` ago, a prefix of at most `batch`
+    ids, never past a search indexer's cursor; returns how many were deleted. One instance at a
+    time (an advisory lock; the others return 0)."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK):
+            return 0
+        cutoff = (now or await conn.fetchval("SELECT now()")) - retention
+        upto = await conn.fetchval(
+            """
+            WITH head AS (SELECT id, created_at FROM events ORDER BY id LIMIT $1)
+            SELECT least(
+                coalesce((SELECT min(id) - 1 FROM head WHERE created_at >= $2), (SELECT max(id) FROM head)),
+                (SELECT min(last_event_id) FROM index_cursors))
+            """, batch, cutoff)
+        if upto is None:
+            return 0
+        status = await conn.execute("DELETE FROM events WHERE id <= $1", upto)
+        deleted = int(status.split()[-1])
+        if deleted:
+            await conn.execute("UPDATE outbox_retention SET pruned_through = greatest(pruned_through, $1)", upto)
+        return deleted
