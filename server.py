@@ -73,6 +73,7 @@ from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.subscriptions import Subscriptions
 from schema import build_schema
+from schema.execution import SHARED_EVENT_STATS
 
 log = logging.getLogger("materials")
 
@@ -170,6 +171,7 @@ class Settings:
     ws_ping_interval_s: float = 15.0  # graphql-transport-ws: the server pings this often (0: never)
     export_max_batch: int = 5000  # exportMaterials' largest batchSize
     outbox_retention_hours: float = 168.0  # events older than this are pruned (0: kept forever)
+    ws_per_message_deflate: bool = False  # compress websocket frames (permessage-deflate) when clients offer it
     # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
     metrics: bool = True  # /metrics (prometheus-client) and the request metrics
     prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
@@ -256,6 +258,7 @@ class Settings:
             ws_ping_interval_s=_float(env, "WS_PING_INTERVAL_S", 15.0),
             export_max_batch=_int(env, "EXPORT_MAX_BATCH", 5000),
             outbox_retention_hours=_float(env, "OUTBOX_RETENTION_HOURS", 168.0),
+            ws_per_message_deflate=_flag(env.get("WS_PER_MESSAGE_DEFLATE")),
             # issue 8
             metrics=_flag(env.get("METRICS"), default=True),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
@@ -575,7 +578,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return JSONResponse({"enabled": False})
         running = sum(subscriptions.active.values()) if subscriptions is not None else 0
         return JSONResponse({"enabled": True, "running": running, "subscribers": hub.subscribers,
-                             "position": hub.position, "delivered": hub.delivered, "closedTooSlow": hub.overflows})
+                             "position": hub.position, "delivered": hub.delivered, "closedTooSlow": hub.overflows,
+                             "eventExecutions": dict(SHARED_EVENT_STATS)})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -800,10 +804,11 @@ def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
         os.environ["DATABASE_URL"] = settings.resolved_database_url()
         metrics_for_workers(settings, workers)
         uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False, log_config=log_config)
+                    ws_per_message_deflate=settings.ws_per_message_deflate, log_level="info", access_log=False,
+                    log_config=log_config)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
-                log_config=log_config)
+    uvicorn.run(create_app(settings), host=host, port=port, ws_per_message_deflate=settings.ws_per_message_deflate,
+                log_level="info", access_log=False, log_config=log_config)
 
 
 async def _with_connection(settings: Settings, work: Any) -> Any:

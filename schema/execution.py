@@ -27,16 +27,19 @@ schema has none today.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
+import orjson
 from graphql import (
     BREAK,
     GraphQLID,
     GraphQLObjectType,
     GraphQLString,
+    OperationType,
     Undefined,
     VariableNode,
     Visitor,
@@ -58,6 +61,14 @@ _PLANS: OrderedDict[tuple[Any, ...], tuple[Any, Any, list[tuple[str, Any, FieldF
 Complete = Callable[[Any], Any]
 FieldFn = Callable[[Any], Any]
 
+# Subscription events that many subscribers receive alike (schema.subscription.PriceEvent
+# sets `shared_result_key`): the first subscriber of an event with a given parsed operation
+# and variables executes it, the others await and send the same result.
+# (event key, id(operation), variables) -> (operation, the running or finished execution).
+SHARED_EVENT_RESULTS_SIZE = 4096
+_SHARED_EVENTS: OrderedDict[tuple[Any, int, bytes], tuple[Any, asyncio.Future[Any]]] = OrderedDict()
+SHARED_EVENT_STATS = {"executed": 0, "shared": 0}
+
 
 class _NotCompiled(Exception):
     """This value cannot be completed from memory: graphql-core takes the field over."""
@@ -76,6 +87,50 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._shareable: bool | None = None
 
     # ------------------------------------------------------------------ execution
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        """One execution per subscription event, parsed operation and variables, whatever the
+        number of subscribers (see `_SHARED_EVENTS`); anything else as graphql-core does it.
+
+        A subscriber that arrives while the first one's execution runs awaits it (shielded: the
+        first subscriber leaving does not cancel it for the others). A result with errors is
+        not shared: each subscriber then executes for itself, so an error is always its own.
+        """
+        event_key = getattr(self.root_value, "shared_result_key", None)
+        if event_key is None or self.operation.operation is not OperationType.SUBSCRIPTION:
+            return super().execute_operation(serially)
+        try:
+            variables = orjson.dumps(self.variable_values, option=orjson.OPT_SORT_KEYS, default=str)
+        except TypeError:
+            return super().execute_operation(serially)
+        key = (event_key, id(self.operation), variables)
+        memo = _SHARED_EVENTS.get(key)
+        if memo is not None and memo[0] is self.operation:
+            SHARED_EVENT_STATS["shared"] += 1
+            return self._shared_result(memo[1], serially)
+        SHARED_EVENT_STATS["executed"] += 1
+        result = super().execute_operation(serially)
+        future: asyncio.Future[Any]
+        if self.is_awaitable(result):
+            future = asyncio.ensure_future(result)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(result)
+        _SHARED_EVENTS[key] = (self.operation, future)  # keeps the operation alive: its id is not reused
+        if len(_SHARED_EVENTS) > SHARED_EVENT_RESULTS_SIZE:
+            _SHARED_EVENTS.popitem(last=False)
+        return self._first_result(future) if not future.done() else result
+
+    @staticmethod
+    async def _first_result(future: asyncio.Future[Any]) -> Any:
+        return await asyncio.shield(future)
+
+    async def _shared_result(self, future: asyncio.Future[Any], serially: bool | None) -> Any:
+        result = await asyncio.shield(future)
+        if result.errors:
+            own = super().execute_operation(serially)
+            return await own if self.is_awaitable(own) else own
+        return result
 
     def execute_fields(
         self,

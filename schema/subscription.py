@@ -27,6 +27,9 @@ class PriceEvent:
     previous_unit_price: Decimal | None
     at: datetime
     material_id: strawberry.Private[int]
+    # Every subscriber of one event gets an equal PriceEvent: subscribers with the same parsed
+    # operation and variables share one execution of it (schema.execution).
+    shared_result_key: strawberry.Private[int | None] = None
 
     @strawberry.field
     def material(self, info: strawberry.Info[Context, None]) -> Material:
@@ -86,7 +89,7 @@ class Subscription:
                 yield PriceEvent(cursor=subscription_resolvers.encode_event_cursor(event.id),
                                  price=Price.from_row(price_row(event)),  # type: ignore[arg-type]
                                  previous_unit_price=previous_unit_price(event), at=event.created_at,
-                                 material_id=event.entity_id or 0)
+                                 material_id=event.entity_id or 0, shared_result_key=event.id)
         finally:
             await events.aclose()
 

@@ -89,6 +89,26 @@ async def test_price_changes_committed_through_one_instance_reach_a_subscriber_o
     assert [event_id(e["cursor"]) for e in events] == await price_event_ids(conn)
 
 
+async def test_subscribers_of_one_document_share_one_execution_per_event(
+    pair: list[Instance], conn: asyncpg.Connection
+) -> None:
+    subscribed, writer = pair
+    supplier = await insert_supplier(conn, "ООО «СтройТорг»")
+    async with (Subscription(subscribed.ws, {}) as a, Subscription(subscribed.ws, {}) as b,
+                Subscription(subscribed.ws, {}) as c, Subscription(subscribed.ws, {}, "cursor") as other):
+        await wait_subscribed(subscribed.http, 4)
+        await upload(writer.http, supplier, price_csv(V1))
+        received = [await sub.wait_for(3) for sub in (a, b, c, other)]
+    assert received[0] == received[1] == received[2]  # the same result, sent to each
+    assert sorted(e["price"]["unitPrice"] for e in received[0]) == sorted(price for *_, price in V1)
+    assert [e["cursor"] for e in received[3]] == [e["cursor"] for e in received[0]]
+    async with httpx.AsyncClient() as http:
+        state = (await http.get(subscribed.http.replace("/graphql", "/health/subscriptions"))).json()
+    # 3 events x 2 documents executed; the other two subscribers of the first document were
+    # handed its results.
+    assert state["eventExecutions"] == {"executed": 6, "shared": 6}
+
+
 async def test_a_subscriber_that_reconnects_with_after_receives_exactly_the_missed_events_then_live_ones(
     pair: list[Instance], conn: asyncpg.Connection
 ) -> None:
