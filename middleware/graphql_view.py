@@ -15,6 +15,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
 
 from backends.api_keys import KeyRejected, PrincipalResolver
+from middleware.asgi_body import is_json, read_body, replay
 from middleware.auth import principal_from_params
 from middleware.graphiql import GraphiQLAssets
 from middleware.lean_queries import LeanQueries
@@ -53,11 +54,11 @@ class CatalogGraphQL(GraphQL):
                              "extensions": {"code": "VALIDATION"}}]}, status_code=400)
             await response(scope, receive, send)
             return
-        if self._lean is not None and scope["type"] == "http" and scope["method"] == "POST" and _is_json(scope):
-            body = await _read_body(receive)
+        if self._lean is not None and scope["type"] == "http" and scope["method"] == "POST" and is_json(scope):
+            body = await read_body(receive)
             if await self._lean.handle(scope, receive, send, body):
                 return
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
         elif (self._lean is not None and scope["type"] == "http" and scope["method"] == "GET"
               and b"query=" in scope.get("query_string", b"")):
             if await self._lean.handle_get(scope, receive, send):
@@ -107,36 +108,3 @@ def _is_multipart(scope: Any) -> bool:
 
 def _has_preflight_header(scope: Any) -> bool:
     return any(k in PREFLIGHT_HEADERS and v for k, v in scope["headers"])
-
-
-def _is_json(scope: Any) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
-    return False
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A `receive` that hands the already-read body over once, then defers to the real one."""
-    sent = False
-
-    async def replayed() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from backends.persisted_queries import HASH, PersistedQueryStore, sha256_hex
+from middleware.asgi_body import is_json, read_body, replay
 from middleware.auth import PRINCIPAL
 
 
@@ -46,14 +47,14 @@ class PersistedQueries:
         if scope["method"] == "GET" and b"persistedQuery" in scope.get("query_string", b""):
             await self._get(scope, receive, send)
             return
-        if scope["method"] == "POST" and _is_json(scope):
-            body = await _read_body(receive)
+        if scope["method"] == "POST" and is_json(scope):
+            body = await read_body(receive)
             try:
                 body = await self._post_body(body)
             except PersistedQueryError as exc:
                 await _error(send, exc)
                 return
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         await self.app(scope, receive, send)
 
@@ -170,39 +171,6 @@ def _if_none_match(scope: Any) -> set[str]:
         if name == b"if-none-match":
             return {tag.strip().removeprefix("W/") for tag in value.decode("latin-1").split(",")}
     return set()
-
-
-def _is_json(scope: Any) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
-    return False
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A `receive` that hands the (rewritten) body over once, then defers to the real one."""
-    sent = False
-
-    async def replayed() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 async def _error(send: Any, exc: PersistedQueryError) -> None:
