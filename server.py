@@ -811,6 +811,16 @@ def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
                 log_level="info", access_log=False, log_config=log_config)
 
 
+@contextlib.asynccontextmanager
+async def _command_backend(settings: Settings) -> AsyncIterator[PostgresBackend]:
+    """A small pool for a command, on a migrated database."""
+    pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
+    async with pg:
+        async with pg.pool.acquire() as conn:
+            await apply_migrations(conn)
+        yield pg
+
+
 async def _with_connection(settings: Settings, work: Any) -> Any:
     # Commands run long statements on purpose (a 1M-row seed); the serving timeout is not for them.
     pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2, command_timeout=3600)
@@ -858,10 +868,7 @@ def _command_import(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(f"import: {path}: no such file")
 
     async def run() -> Any:
-        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
-        async with pg:
-            async with pg.pool.acquire() as conn:
-                await apply_migrations(conn)
+        async with _command_backend(settings) as pg:
             supplier = await pg.fetchval("SELECT id FROM suppliers WHERE lower(name) = lower($1)", args.supplier)
             if supplier is None:
                 if not args.create_supplier:
@@ -931,10 +938,7 @@ def _command_archive(settings: Settings, args: argparse.Namespace) -> None:
     from backends.archive import archive_price_lists
 
     async def run() -> Any:
-        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
-        async with pg:
-            async with pg.pool.acquire() as conn:
-                await apply_migrations(conn)
+        async with _command_backend(settings) as pg:
             variables = {"before": args.before.isoformat()}
             try:
                 result = await archive_price_lists(pg, args.before, lock_timeout_s=args.lock_timeout,
@@ -958,10 +962,7 @@ def _command_keys(settings: Settings, args: argparse.Namespace) -> None:
     from backends.api_keys import ApiKeyError, ApiKeyStore
 
     async def run() -> None:
-        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
-        async with pg:
-            async with pg.pool.acquire() as conn:
-                await apply_migrations(conn)
+        async with _command_backend(settings) as pg:
             store = ApiKeyStore(pg)
             if args.action == "create":
                 record, key = await store.create(args.name, args.scopes.split(","), tier=args.tier,
@@ -1010,10 +1011,7 @@ def _command_queries(settings: Settings, args: argparse.Namespace) -> None:
         texts.append((path, text))
 
     async def run() -> None:
-        pg = PostgresBackend(settings.resolved_database_url(), min_size=1, max_size=2)
-        async with pg:
-            async with pg.pool.acquire() as conn:
-                await apply_migrations(conn)
+        async with _command_backend(settings) as pg:
             store = PersistedQueryStore(pg, None, prefix=settings.cache_prefix)
             for path, text in texts:
                 digest = await store.register(text)
