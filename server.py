@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.extensions import ParserCache, ValidationCache
 
-from backends import metrics
+from backends import audit, metrics
 from backends.cache import CacheLimits, CacheView, TwoLevelCache
 from backends.cache_codec import namespace
 from backends.catalog import CatalogReader
@@ -519,7 +519,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.debug:
         extensions.append(QueryStatsExtension)
     protection = build_protection(settings, pg, redis)  # issue 7
-    extensions.append(protection_extension(protection.guard))
+    async def audit_refusal(operation: str, variables: Mapping[str, Any], outcome: str,
+                            detail: Mapping[str, Any], actor: str) -> None:
+        await audit.record(pg, operation, variables, outcome, detail, actor=actor)
+
+    extensions.append(protection_extension(protection.guard, audit_refusal))
     extensions += [OperationOutcomeExtension, with_tracer(resolver_timer.tracer)]  # issue 8
     schema = build_schema(extensions)
     protection.guard.bind(schema._schema)
@@ -934,7 +938,6 @@ def _command_reindex(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _command_archive(settings: Settings, args: argparse.Namespace) -> None:
-    from backends import audit
     from backends.archive import archive_price_lists
 
     async def run() -> Any:
@@ -995,7 +998,6 @@ def _command_queries(settings: Settings, args: argparse.Namespace) -> None:
     """Registers operations on the persisted-query allow-list (issue 7), one file per operation."""
     from graphql import GraphQLError, parse
 
-    from backends import audit
     from backends.persisted_queries import PersistedQueryStore
 
     texts = []

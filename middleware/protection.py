@@ -235,8 +235,16 @@ def _alias_rule(max_aliases: int) -> type[ValidationRule]:
     return MaxAliasesRule
 
 
-def protection_extension(guard: Guard) -> type[SchemaExtension]:
-    """The guard as a Strawberry extension, for requests that do not take the lean path."""
+# (operation, variables, outcome, detail, actor) -> writes an audit row (backends.audit.record)
+AuditRecord = Callable[[str, Mapping[str, Any], str, Mapping[str, Any], str], Awaitable[None]]
+
+
+def protection_extension(guard: Guard, audit: AuditRecord | None = None) -> type[SchemaExtension]:
+    """The guard as a Strawberry extension, for requests that do not take the lean path.
+
+    A mutation refused here (a missing scope, over budget, over a limit) never runs, so its
+    resolver writes no audit row; with `audit`, the attempt is recorded here instead, one row
+    per root field, outcome `rejected`, with the refusal's code and message."""
 
     class ProtectionExtension(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
@@ -267,6 +275,14 @@ def protection_extension(guard: Guard) -> type[SchemaExtension]:
                                                        getattr(context, "principal", None), ctx.query)
                 except Refusal as refusal:
                     refusal.counted()
+                    if audit is not None and operation.operation is OperationType.MUTATION:
+                        principal = getattr(context, "principal", None)
+                        actor = principal.actor if principal is not None else "anonymous"
+                        detail = {"refused": (refusal.extensions or {}).get("code"), "message": refusal.message}
+                        for selection in operation.selection_set.selections:
+                            name = getattr(getattr(selection, "name", None), "value", None)
+                            if name is not None:
+                                await audit(name, ctx.variables or {}, "rejected", detail, actor)
                     response = getattr(context, "response", None)
                     if refusal.status != 200 and response is not None and hasattr(response, "headers"):
                         response.status_code = refusal.status

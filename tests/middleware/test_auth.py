@@ -79,7 +79,10 @@ async def test_anonymous_callers_read_but_do_not_write(http: httpx.AsyncClient, 
     assert error["extensions"]["code"] == "FORBIDDEN" and error["extensions"]["missingScope"] == "write"
     assert "'write' scope" in error["message"]
     assert await conn.fetchval("SELECT count(*) FROM suppliers") == 0  # nothing written
-    assert await conn.fetchval("SELECT count(*) FROM audit_log") == 0  # the resolver never ran
+    # The resolver never ran; the attempt is in the audit log, refused.
+    audit = await conn.fetchrow("SELECT actor, operation, outcome, detail FROM audit_log")
+    assert (audit["actor"], audit["operation"], audit["outcome"]) == ("anonymous", "createSupplier", "rejected")
+    assert audit["detail"]["refused"] == "FORBIDDEN"
 
 
 async def test_a_key_without_write_is_refused_and_nothing_is_written(
@@ -93,8 +96,10 @@ async def test_a_key_without_write_is_refused_and_nothing_is_written(
     assert await conn.fetchval("SELECT count(*) FROM suppliers") == 0
     done = await post(http, CREATE, key=writer)
     assert done["data"]["createSupplier"]["errors"] == []
-    audit = await conn.fetchrow("SELECT actor, operation, outcome FROM audit_log")
-    assert dict(audit) == {"actor": writer.split("_")[1], "operation": "createSupplier", "outcome": "ok"}
+    audit = await conn.fetch("SELECT actor, operation, outcome FROM audit_log ORDER BY id")
+    assert [dict(a) for a in audit] == [
+        {"actor": reader.split("_")[1], "operation": "createSupplier", "outcome": "rejected"},
+        {"actor": writer.split("_")[1], "operation": "createSupplier", "outcome": "ok"}]
 
 
 async def test_bad_revoked_and_expired_keys_are_401(
