@@ -63,7 +63,8 @@ def start_api(db_url: str, redis_url: str, prefix: str, cache: bool, workers: in
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "CACHE": "1" if cache else "0", "WORKERS": str(workers), "SEED_DEMO": "0", "HOST": "127.0.0.1",
            "PORT": str(port), "SEARCH_INDEXER": "0", "EMBEDDER": "hash", "QDRANT_URL": ":memory:",
-           "RATE_LIMIT": "0"}  # one client at full speed: budgets are bench/protection.py's subject
+           "RATE_LIMIT": "0",  # one client at full speed: budgets are bench/protection.py's subject
+           "ANONYMOUS": "write"}  # the Zipf mix's writes are anonymous (keys are protection.py's subject)
     cmd = [sys.executable, "server.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return start_server(f"api-cache-{'on' if cache else 'off'}", cmd, env, port, log_dir)
 

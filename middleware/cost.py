@@ -86,8 +86,8 @@ class CostModel:
                 if isinstance(selection, FieldNode):
                     for argument in selection.arguments or ():
                         if argument.name.value in ("first", "last"):
-                            value = _value(argument.value, values, defaults)
-                            if isinstance(value, int):
+                            value = _page_number(_value(argument.value, values, defaults))
+                            if value is not None:
                                 found.append((argument.name.value, value))
                     visit(selection.selection_set, seen)
                 elif isinstance(selection, InlineFragmentNode):
@@ -184,8 +184,15 @@ class _Walk:
                 continue
             sent = next((a for a in node.arguments or () if a.name.value == name), None)
             value = _value(sent.value, self.variables, self.defaults) if sent is not None else field.args[name].default_value
-            if isinstance(value, int):
-                sizes.append(max(value, 0))
+            number = _page_number(value)
+            if number is None:
+                # null (or a variable not sent): the resolver's own default, the schema's when it
+                # declares one, else a default page
+                number = _page_number(field.args[name].default_value)
+                if number is None and name == "last" and sent is not None:
+                    number = DEFAULT_PAGE
+            if number is not None:
+                sizes.append(max(number, 0))
         if sizes:
             return max(sizes)
         # A list without paging arguments (currentPrices, categories) counts once unless its
@@ -199,6 +206,21 @@ def _variable_defaults(operation: OperationDefinitionNode) -> dict[str, Any]:
         if isinstance(definition.default_value, IntValueNode):
             defaults[definition.variable.name.value] = int(definition.default_value.value)
     return defaults
+
+
+DEFAULT_PAGE = 20  # what a connection's resolver pages by when `first`/`last` is null (resolvers.pagination)
+
+
+def _page_number(value: Any) -> int | None:
+    """A page size as the resolver will see it: graphql-core coerces an integral float
+    (`100.0`) to the Int 100, so it counts as 100, not as "no number"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _value(node: Any, variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> Any:

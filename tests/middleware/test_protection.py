@@ -78,6 +78,23 @@ async def test_costly_queries_are_refused(http: httpx.AsyncClient) -> None:
     assert "at most 5000 are allowed per request" in error["message"]
 
 
+async def test_pages_sent_as_floats_or_nulls_are_costed_as_the_resolvers_will_page(http: httpx.AsyncClient) -> None:
+    # graphql-core coerces an integral float to an Int: 5000.0 is 5000 to the resolver.
+    by_float = {"query": "query($n: Int) { suppliers(first: $n) { edges { node { name } } } }",
+                "variables": {"n": 5000.0}}
+    assert (await refused(http, by_float))["message"] == "first: must be at most 100 (got 5000)"
+    nested = ("query($n: Int, $m: Int) { materials(first: $n) { edges { node { priceHistory(first: $m) { edges { "
+              "node { supplier { priceLists(first: $m) { edges { node { version } } } } } } } } } } }")
+    as_ints = await refused(http, {"query": nested, "variables": {"n": 100, "m": 50}})
+    as_floats = await refused(http, {"query": nested, "variables": {"n": 100.0, "m": 50.0}})
+    assert as_floats["extensions"]["cost"] == as_ints["extensions"]["cost"] > 5000
+    # null pages by the fields' defaults (materials 20, priceHistory 50, priceLists 20), not by 1
+    as_nulls = await refused(http, {"query": nested, "variables": {"n": None, "m": None}})
+    defaults = nested.replace("priceLists(first: $m)", "priceLists(first: 20)")
+    as_defaults = await refused(http, {"query": defaults, "variables": {"n": 20, "m": 50}})
+    assert as_nulls["extensions"]["cost"] == as_defaults["extensions"]["cost"] > 5000
+
+
 async def test_batches_are_refused_clearly(http: httpx.AsyncClient) -> None:
     response = await http.post("/graphql", json=[{"query": "{ units { code } }"}] * 50)
     assert response.status_code == 400
