@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -105,8 +106,18 @@ def _is_page_or_preflight(scope: Any) -> bool:
         return True  # the key may come in connection_init (CatalogGraphQL.on_ws_connect decides)
     if scope["method"] == "OPTIONS":
         return True
-    return scope["method"] == "GET" and b"query=" not in scope.get("query_string", b"") \
-        and b"extensions=" not in scope.get("query_string", b"")
+    if scope["method"] != "GET":
+        return False
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return True
+    # Parameter names as the GraphQL view will read them: decoded (a client could otherwise
+    # send `%71uery=` and be served as an anonymous caller past ANONYMOUS=off).
+    try:
+        names = {name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
+    except ValueError:
+        return False
+    return not names & {"query", "extensions", "variables", "operationName"}
 
 
 async def _refuse(scope: Any, receive: Any, send: Any, message: str) -> None:

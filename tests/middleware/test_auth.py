@@ -139,6 +139,10 @@ async def test_anonymous_off_refuses_requests_without_a_key(database_url: str, e
         assert "does not accept anonymous requests" in refused["errors"][0]["message"]
         get = await client.get("/graphql", params={"query": READ})
         assert get.status_code == 401
+        # Percent-encoded parameter names are the same parameters (review: `%71uery=` was served)
+        for encoded in ("%71uery", "qu%65ry"):
+            sneaky = await client.get(f"/graphql?{encoded}=" + READ.replace(" ", "%20"))
+            assert sneaky.status_code == 401, sneaky.text
         assert "data" in await post(client, READ, key=key)
         page = await client.get("/graphql", headers={"accept": "text/html"})
         assert page.status_code == 200  # GraphiQL's page holds no data
