@@ -16,7 +16,7 @@ from strawberry.types.unset import UNSET
 
 from backends.api_keys import KeyRejected, PrincipalResolver
 from middleware.asgi_body import is_json, read_body, replay
-from middleware.auth import principal_from_params
+from middleware.auth import bearer, principal_from_params
 from middleware.graphiql import GraphiQLAssets
 from middleware.lean_queries import LeanQueries
 
@@ -72,11 +72,20 @@ class CatalogGraphQL(GraphQL):
         """connection_init: the key in its payload (if any) decides who the connection acts as."""
         if self._principals is None:
             return UNSET
+        resolver, params, initial = self._principals, context.connection_params, context.principal
+        header_key = bearer(context.request.headers.get("authorization"))
+
+        async def refresh() -> None:
+            # Every operation on the socket asks again (cached for KEY_CACHE_TTL_S), so a key
+            # revoked or expired while the socket is open stops working there too.
+            current = await resolver.resolve(header_key) if header_key is not None else initial
+            context.principal = await principal_from_params(resolver, params, current, anonymous=self._anonymous)
+
         try:
-            context.principal = await principal_from_params(self._principals, context.connection_params,
-                                                            context.principal, anonymous=self._anonymous)
+            await refresh()
         except KeyRejected as exc:
             raise ConnectionRejectionError({"message": str(exc), "code": "UNAUTHENTICATED"}) from None
+        context.refresh_principal = refresh
         return UNSET
 
     async def render_graphql_ide(self, request: Request) -> Response:

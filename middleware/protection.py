@@ -27,7 +27,7 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 from limits import RateLimitItem
 from strawberry.extensions import SchemaExtension
 
-from backends.api_keys import Principal
+from backends.api_keys import KeyRejected, Principal
 from backends.budgets import Budgets, Debit, parse_rate
 from backends.persisted_queries import sha256_hex
 from middleware.auth import REFUSALS, count_refusal
@@ -270,6 +270,12 @@ def protection_extension(guard: Guard, audit: AuditRecord | None = None) -> type
             operation = get_operation_ast(ctx.graphql_document, ctx.operation_name)
             context = ctx.context
             if operation is not None:
+                refresh = getattr(context, "refresh_principal", None)
+                if refresh is not None:
+                    try:
+                        await refresh()
+                    except KeyRejected as exc:
+                        raise Refusal("UNAUTHENTICATED", str(exc)).counted() from None
                 try:
                     self.admission = await guard.admit(ctx.graphql_document, operation, ctx.variables,
                                                        getattr(context, "principal", None), ctx.query)

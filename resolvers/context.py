@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,8 @@ class Context:
     principal: Principal | None = None  # who is calling (middleware.auth); None only outside a request
     connection_params: Any = None  # a websocket's connection_init payload (Strawberry sets it)
     admin: AdminServices | None = None  # key management, audit, allow-list (None: not served)
+    # A websocket's: resolves its key again before each operation (middleware.graphql_view)
+    refresh_principal: Callable[[], Awaitable[None]] | None = None
 
     # Issue 6: subscriptions (None: not served here) and fresh loaders for each event a
     # long-lived subscription sends (a websocket's context lives as long as its connection).

@@ -259,3 +259,41 @@ async def test_key_look_ups_are_cached_and_dropped_on_revocation(pg: PostgresBac
     with pytest.raises(KeyRejected, match="was revoked"):
         await resolver.resolve(key)
     assert resolver.lookups == 2
+
+
+async def test_a_key_revoked_while_its_websocket_is_open_stops_working_there(
+    database_url: str, empty_catalog: PostgresBackend, conn: asyncpg.Connection
+) -> None:
+    from starlette.testclient import TestClient
+
+    from server import create_app
+
+    writer = await make_key(conn, ["read", "write"])
+    admin = await make_key(conn, ["admin"])
+    app = create_app(make_settings(database_url, anonymous="off"))
+    mutation = "mutation($n: String!) { createSupplier(name: $n) { supplier { name } errors { message } } }"
+    revoke = "mutation($p: String!) { revokeApiKey(prefix: $p) { errors { message } } }"
+
+    def session() -> tuple[Any, Any]:
+        with TestClient(app) as client:
+            with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+                ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {writer}"}})
+                assert ws.receive_json()["type"] == "connection_ack"
+                ws.send_json({"type": "subscribe", "id": "1", "payload": {"query": mutation,
+                                                                         "variables": {"n": "ООО Первый"}}})
+                before = ws.receive_json()
+                revoked = client.post("/graphql", json={"query": revoke, "variables": {"p": writer.split("_")[1]}},
+                                      headers={"Authorization": f"Bearer {admin}"})
+                assert revoked.json()["data"]["revokeApiKey"]["errors"] == [], revoked.text
+                ws.receive_json()  # complete of the first operation
+                ws.send_json({"type": "subscribe", "id": "2", "payload": {"query": mutation,
+                                                                         "variables": {"n": "ООО Второй"}}})
+                after = ws.receive_json()
+                return before, after
+
+    before, after = await asyncio.to_thread(session)
+    assert before["payload"]["data"]["createSupplier"]["supplier"]["name"] == "ООО Первый"
+    assert after["type"] == "error"  # graphql-transport-ws: the operation is refused before it runs
+    [error] = after["payload"]
+    assert error["extensions"]["code"] == "UNAUTHENTICATED" and "revoked" in error["message"]
+    assert await conn.fetchval("SELECT count(*) FROM suppliers") == 1  # the second was not written
