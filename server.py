@@ -172,6 +172,8 @@ class Settings:
     export_max_batch: int = 5000  # exportMaterials' largest batchSize
     outbox_retention_hours: float = 168.0  # events older than this are pruned (0: kept forever)
     ws_per_message_deflate: bool = False  # compress websocket frames (permessage-deflate) when clients offer it
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For names the client (uvicorn's; "*": any)
+    graceful_shutdown_s: float = 10.0  # after SIGTERM, open requests and streams get this long, then are closed
     # -- issue 8: running it in production (metrics, health, logs, breakers, pools, compression, tracing) --
     metrics: bool = True  # /metrics (prometheus-client) and the request metrics
     prometheus_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; `serve --workers N` makes one if unset
@@ -259,6 +261,8 @@ class Settings:
             export_max_batch=_int(env, "EXPORT_MAX_BATCH", 5000),
             outbox_retention_hours=_float(env, "OUTBOX_RETENTION_HOURS", 168.0),
             ws_per_message_deflate=_flag(env.get("WS_PER_MESSAGE_DEFLATE")),
+            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1",
+            graceful_shutdown_s=_float(env, "GRACEFUL_SHUTDOWN_S", 10.0),
             # issue 8
             metrics=_flag(env.get("METRICS"), default=True),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
@@ -808,11 +812,20 @@ def _command_serve(settings: Settings, args: argparse.Namespace) -> None:
         os.environ["DATABASE_URL"] = settings.resolved_database_url()
         metrics_for_workers(settings, workers)
         uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers,
-                    ws_per_message_deflate=settings.ws_per_message_deflate, log_level="info", access_log=False,
-                    log_config=log_config)
+                    log_level="info", access_log=False, log_config=log_config, **server_options(settings))
         return
-    uvicorn.run(create_app(settings), host=host, port=port, ws_per_message_deflate=settings.ws_per_message_deflate,
-                log_level="info", access_log=False, log_config=log_config)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
+                log_config=log_config, **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options from the settings: websocket compression, the proxies trusted to name
+    the client (rate limits and subscription limits count per client address), and how long a
+    SIGTERM waits for open requests and event streams (an SSE subscription never ends by
+    itself: without a bound the server would wait for it forever)."""
+    return {"ws_per_message_deflate": settings.ws_per_message_deflate, "proxy_headers": True,
+            "forwarded_allow_ips": settings.forwarded_allow_ips,
+            "timeout_graceful_shutdown": settings.graceful_shutdown_s}
 
 
 @contextlib.asynccontextmanager

@@ -430,3 +430,22 @@ async def test_price_updates_over_sse_from_a_change_committed_through_the_other_
                     break
     assert sorted((e["material"]["name"], e["price"]["unitPrice"]) for e in events) == sorted(
         (name, price) for name, _, _, price in V1)
+
+
+async def test_sigterm_ends_the_server_while_an_sse_subscription_is_open(
+    database_url: str, empty_catalog: object, tmp_path: Path
+) -> None:
+    # An SSE subscription never ends by itself: uvicorn would wait for it forever before the
+    # shutdown ran (review: still alive 25 s after SIGTERM). GRACEFUL_SHUTDOWN_S bounds the wait.
+    import signal
+
+    async with instances(database_url, tmp_path, 1, GRACEFUL_SHUTDOWN_S="1") as (server,):
+        body = {"query": "subscription { priceUpdates { cursor } }"}
+        async with httpx.AsyncClient(timeout=WAIT) as http, http.stream(
+                "POST", server.http, json=body, headers={"Accept": "text/event-stream"}) as response:
+            assert response.status_code == 200
+            await wait_subscribed(server.http, 1)
+            server.proc.send_signal(signal.SIGTERM)
+            # a hang guard, not a measured time: the process must end on its own
+            code = await asyncio.to_thread(server.proc.wait, 60)
+    assert code == 128 + signal.SIGTERM  # ended through SystemExit (server._exit_on_sigterm)
