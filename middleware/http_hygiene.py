@@ -67,14 +67,21 @@ class BodyLimit:
             return
         multipart = False
         declared = None
+        content_types = 0
         for name, value in scope["headers"]:
-            if name == b"content-type" and value.lower().startswith(b"multipart/"):
-                multipart = True
+            if name == b"content-type":
+                content_types += 1
+                multipart = value.lower().startswith(b"multipart/")
             elif name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
+        if content_types > 1:
+            # Layers would disagree on what the body is (one reading the first header, another
+            # any of them: a JSON body could pass under the upload limit).
+            await _bad_request(send, "a request may carry one Content-Type header")
+            return
         limit, what = (self.max_upload, "upload") if multipart else (self.max_body, "request body")
         if declared is not None and declared > limit:
             await _too_large(send, what, limit, declared)
@@ -102,6 +109,14 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 await _too_large(send, what, limit, None)
+
+
+async def _bad_request(send: Any, message: str) -> None:
+    count_refusal("bad_request")
+    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": "VALIDATION"}}]})
+    await send({"type": "http.response.start", "status": 400, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _too_large(send: Any, what: str, limit: int, size: int | None) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from backends.postgres import PostgresBackend
@@ -68,6 +69,10 @@ async def test_large_bodies_and_uploads_get_413(http: httpx.AsyncClient) -> None
              "0": ("prices.csv", b"name;price\n" + b"a;1\n" * 2000, "text/csv")}
     upload = await http.post("/graphql", files=files, headers={"graphql-preflight": "1"})
     assert upload.status_code == 413 and "the upload is larger than 5000 bytes" in upload.text
+    # A JSON body that also says multipart would have passed under the upload limit (review)
+    twice = await http.post("/graphql", content=orjson.dumps(big), headers=[
+        ("content-type", "application/json"), ("content-type", "multipart/form-data"), ("graphql-preflight", "1")])
+    assert twice.status_code == 400 and "one Content-Type header" in twice.text
     small = {"operations": (None, operations), "map": (None, '{"0": ["variables.f"]}'),
              "0": ("prices.csv", b"name;price\na;1\n", "text/csv")}
     assert (await http.post("/graphql", files=small, headers={"graphql-preflight": "1"})).status_code == 200
