@@ -472,7 +472,8 @@ def protect(app: Any, settings: Settings, protection: Protection) -> Any:
 
     if protection.persisted is not None:
         app = PersistedQueries(app, protection.persisted, allowlist=settings.allowlist,
-                               max_age=settings.persisted_query_cache_s)
+                               max_age=settings.persisted_query_cache_s, max_chars=settings.max_query_chars,
+                               max_tokens=settings.max_tokens)
     app = GraphQLResponseMedia(app)
     app = AuthMiddleware(app, protection.principals, anonymous=settings.anonymous != "off")
     origins = cors_origins(settings)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
+from graphql import GraphQLError, parse
 
 from backends.persisted_queries import HASH, PersistedQueryStore, sha256_hex
 from middleware.asgi_body import is_json, read_body, replay
@@ -33,12 +34,24 @@ class PersistedQueries:
     """Pure ASGI, in front of the GraphQL view on `path`."""
 
     def __init__(self, app: Any, store: PersistedQueryStore, *, path: str = "/graphql", allowlist: bool = False,
-                 max_age: int = 300) -> None:
+                 max_age: int = 300, max_chars: int = 20_000, max_tokens: int = 1000) -> None:
         self.app = app
         self.store = store
         self.path = path
         self.allowlist = allowlist
         self.max_age = max_age
+        self.max_chars, self.max_tokens = max_chars, max_tokens  # what is worth storing (the guard's limits)
+
+    def _storable(self, query: str) -> bool:
+        """Only a text the guard could accept is stored (review: a 600 KB text refused by the
+        character limit was kept in Redis for a week, so a flood could evict rate counters)."""
+        if len(query) > self.max_chars:
+            return False
+        try:
+            parse(query, max_tokens=self.max_tokens)
+        except GraphQLError:
+            return False
+        return True
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != self.path:
@@ -74,7 +87,7 @@ class PersistedQueries:
             if sha256_hex(query) != digest:
                 raise PersistedQueryError("PERSISTED_QUERY_HASH_MISMATCH",
                                           "provided sha256Hash does not match the query text", 400)
-            if not self.allowlist:  # in allow-list mode only an admin registers queries
+            if not self.allowlist and self._storable(query):  # in allow-list mode only an admin registers queries
                 await self.store.put(digest, query)
             return query
         stored = await self.store.get(digest)

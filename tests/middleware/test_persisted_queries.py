@@ -53,6 +53,17 @@ async def test_the_apq_flow_over_post(http: httpx.AsyncClient) -> None:
     assert bad.status_code == 400 and "64 lowercase hex digits" in bad.text
 
 
+async def test_texts_the_guard_refuses_are_not_stored(http: httpx.AsyncClient) -> None:
+    for text in ("{ " + "units { code } " * 3000 + "}",  # over MAX_QUERY_CHARS
+                 "{ " + "__typename " * 1500 + "}",  # over MAX_TOKENS
+                 "{ units { code "):  # does not parse
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        sent = await http.post("/graphql", json={"query": text, "extensions": persisted(digest)})
+        assert sent.json()["errors"], sent.text
+        later = await http.post("/graphql", json={"extensions": persisted(digest)})
+        assert later.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+
+
 async def test_gets_of_public_persisted_queries_can_be_cached_by_a_cdn(
     http: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
