@@ -93,9 +93,12 @@ class Subscription:
         finally:
             await events.aclose()
 
+    # The whole catalog for one debit (middleware.cost): priced like the reads it replaces and
+    # limited per caller, so exports cannot be repeated back to back for a few points each.
     @strawberry.subscription(description=(
         "The catalog (filtered) in batches of `batchSize` materials in id order; the last batch has "
-        "done: true. The next batch is read only when the previous one was sent."))
+        "done: true. The next batch is read only when the previous one was sent."),
+        metadata={"cost": 1000, "rate_limit": "6/minute"})
     async def export_materials(
         self, info: strawberry.Info[Context, None], filter: MaterialFilter | None = None, batch_size: int | None = 1000,
     ) -> AsyncGenerator[MaterialBatch, None]:

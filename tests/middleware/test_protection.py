@@ -127,3 +127,17 @@ async def test_cached_verdicts_are_counted_each_time(http: httpx.AsyncClient) ->
     for _ in range(3):
         await refused(http, {"query": DEEP})
     assert refusals().get("depth", 0) == before + 3
+
+
+async def test_an_export_of_the_catalog_is_priced_and_limited_per_caller(database_url: str) -> None:
+    from graphql import get_operation_ast, parse
+
+    from server import create_app
+
+    app = create_app(make_settings(database_url, anonymous="read"))
+    guard = app.state.protection.guard
+    document = parse("subscription { exportMaterials(batchSize: 1000) { sequence materials { id name } } }")
+    analysis = guard.analyse(document, get_operation_ast(document), None)
+    # Review: it cost 4 points for the whole catalog; now like 1000 rows read, and 6 a minute.
+    assert analysis.cost >= 1000
+    assert analysis.rated == (("Subscription.exportMaterials", "6/minute"),)
