@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "events"  # pg_notify channel of migrations/0007_events_notify.sql
 Accepts = Callable[[OutboxEvent], bool]
 APPLICATION_NAME = "materials-event-hub"  # how its connection shows in pg_stat_activity
-
+CONNECT_TIMEOUT_S = 10.0  # opening the LISTEN connection
+COMMAND_TIMEOUT_S = 30.0  # any statement on it (reading new events, pruning a batch)
+PING_TIMEOUT_S = 5.0  # the idle check's SELECT 1
+PRUNE_BATCH = 10_000  # events deleted per statement
+PRUNE_BUDGET_S = 5.0  # batches follow one another for at most this long per pruning round
 
 class SubscriberClosed(Exception):
     """The hub closed the subscriber; the message says why (it fell behind, the hub stopped)."""
@@ -172,7 +176,10 @@ class EventHub(BackgroundJob):
         return self
 
     async def _connect(self) -> None:
-        self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
+        # Bounded waits: a network path that drops packets silently must not freeze the hub
+        # (and the cache's after-commit work with it) until TCP gives up, ~15 min later.
+        self._conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S,
+                                           server_settings={"application_name": APPLICATION_NAME})
         await self._conn.add_listener(CHANNEL, self._notified)
         await self._conn.add_listener(PROGRESS_CHANNEL, self._progress)
 
@@ -270,7 +277,8 @@ class EventHub(BackgroundJob):
                         async with asyncio.timeout(self.idle_check):
                             await self._wake.wait()
                     except TimeoutError:
-                        await self._conn.fetchval("SELECT 1")  # is the connection still there?
+                        # is the connection still there? (a timeout ends it: reconnect)
+                        await self._conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)
                     else:
                         self._wake.clear()
                         self.wakeups += 1
@@ -303,11 +311,18 @@ class EventHub(BackgroundJob):
 
     async def _prune(self) -> None:
         assert self._conn is not None and self.retention is not None
+        # Batch after batch until a short one (or the round's time is up): one batch per round
+        # deleted at most 10,000 events every 10 minutes, less than large imports write.
+        deleted = 0
+        deadline = asyncio.get_running_loop().time() + PRUNE_BUDGET_S
         try:
-            deleted = await prune_events(self._conn, self.retention)
-        except (asyncpg.PostgresError, OSError) as exc:
+            while True:
+                batch = await prune_events(self._conn, self.retention, batch=PRUNE_BATCH)
+                deleted += batch
+                if batch < PRUNE_BATCH or asyncio.get_running_loop().time() >= deadline:
+                    break
+        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
             log.warning("event hub: pruning the outbox failed: %s", exc)
-            return
         if deleted:
             log.info("event hub: pruned %d events older than %s", deleted, self.retention)
 

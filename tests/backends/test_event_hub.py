@@ -119,3 +119,22 @@ async def test_pruning_stops_at_a_search_indexers_cursor(empty_catalog: Postgres
     finally:
         await conn.execute("DELETE FROM index_cursors WHERE consumer = 'text'")
         await conn.execute("UPDATE outbox_retention SET pruned_through = 0")
+
+
+async def test_a_pruning_round_deletes_batch_after_batch_until_the_old_events_are_gone(
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import backends.event_hub as event_hub
+
+    monkeypatch.setattr(event_hub, "PRUNE_BATCH", 40)  # review: one 10,000-event batch per 10 minutes
+    await write(empty_catalog, *range(1, 131))
+    await conn.execute("UPDATE events SET created_at = now() - interval '2 hours'")
+    await write(empty_catalog, 999)  # recent: kept
+    hub = EventHub(empty_catalog.dsn, retention=timedelta(hours=1))
+    await hub.open()
+    try:
+        await hub._prune()
+    finally:
+        await hub.stop()
+        await conn.execute("UPDATE outbox_retention SET pruned_through = 0")
+    assert [r["entity_id"] for r in await conn.fetch("SELECT entity_id FROM events")] == [999]
