@@ -30,10 +30,13 @@ class PoolWatch:
         self.name, self.pg, self.advice_every = name, pg, advice_every
         self._advised = -1e9
 
-    def sample(self) -> dict[str, int]:
+    def sample(self, *, count: bool = True) -> dict[str, int]:
+        """Sets the gauges; with `count`, a saturated pool is counted (and advised about): the
+        background sampler counts, a scrape only reads, so the counter's rate is per interval,
+        not per scrape."""
         usage = self.pg.pool_usage()
         metrics.record_pool(self.name, usage)
-        if usage["in_use"] >= usage["max"] and usage["waiting"] > 0:
+        if count and usage["in_use"] >= usage["max"] and usage["waiting"] > 0:
             metrics.PG_POOL_SATURATED.labels(self.name).inc()
             now = time.monotonic()
             if now - self._advised >= self.advice_every:
@@ -56,10 +59,10 @@ class GaugeSampler(BackgroundJob):
         super().__init__()
         self.pools, self.freshness, self.interval = list(pools), freshness, interval
 
-    def sample_pools(self) -> None:
+    def sample_pools(self, *, count: bool = False) -> None:
         for pool in self.pools:
             try:
-                pool.sample()
+                pool.sample(count=count)
             except Exception:  # a pool not open yet or closed: nothing to report
                 continue
 
@@ -78,8 +81,8 @@ class GaugeSampler(BackgroundJob):
         return lag
 
     async def sample(self) -> None:
-        self.sample_pools()
-        metrics.sample_gauges()
+        self.sample_pools(count=True)
+        metrics.sample_gauges()  # the registered samplers (this one's sample_pools among them: gauges only)
         await self.sample_lag()
 
     async def _run(self) -> None:

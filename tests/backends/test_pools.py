@@ -9,6 +9,7 @@ import time
 import asyncpg
 import pytest
 
+from backends import metrics
 from backends.gauges import PoolWatch
 from backends.postgres import PostgresBackend
 from resolvers.ids import to_global_id
@@ -43,11 +44,14 @@ async def test_a_saturated_pool_is_counted_and_logs_what_to_do(
         watch = PoolWatch("primary", pg)
         queries = [asyncio.create_task(pg.fetchval("SELECT pg_sleep(0.3)")) for _ in range(3)]
         await until(lambda: pg.pool_usage()["waiting"] >= 1, "callers waiting for the one connection")
+        counted = metrics.PG_POOL_SATURATED.labels("primary")._value.get()
         with caplog.at_level(logging.WARNING, logger="backends.gauges"):
             usage = watch.sample()
             watch.sample()  # a second look within a minute does not repeat the advice
+            watch.sample(count=False)  # a scrape sets the gauges, counts nothing
         await asyncio.gather(*queries)
     assert usage["in_use"] == 1 and usage["waiting"] >= 1
+    assert metrics.PG_POOL_SATURATED.labels("primary")._value.get() == counted + 2
     advice = [r.getMessage() for r in caplog.records if "saturated" in r.getMessage()]
     assert len(advice) == 1 and "PG_POOL_MAX" in advice[0] and "DATABASE_READ_URL" in advice[0]
 
