@@ -57,14 +57,14 @@ PG_POOL = Gauge("materials_pg_pool_connections", "asyncpg pool connections by po
 PG_POOL_SATURATED = Counter("materials_pg_pool_saturated", "Times a pool was found with every connection "
                             "in use and callers waiting", ["pool"])
 CIRCUIT_STATE = Gauge("materials_circuit_state", "Circuit breaker state by backend: 0 closed, 1 half-open, "
-                      "2 open", ["backend"], multiprocess_mode="max")
+                      "2 open", ["backend"], multiprocess_mode="livemax")
 CIRCUIT_OPENED = Counter("materials_circuit_opened", "Times a circuit breaker opened", ["backend"])
 BACKEND_UP = Gauge("materials_backend_up", "Whether the last health check found the backend answering",
-                   ["backend"], multiprocess_mode="min")
+                   ["backend"], multiprocess_mode="livemin")
 OUTBOX_LAG = Gauge("materials_outbox_lag_events", "Outbox events committed but not yet applied by this "
-                   "instance's cache (latest event id - applied generation)", multiprocess_mode="max")
+                   "instance's cache (latest event id - applied generation)", multiprocess_mode="livemax")
 OUTBOX_APPLIED = Gauge("materials_outbox_applied_event", "The latest outbox event this instance applied",
-                       multiprocess_mode="min")
+                       multiprocess_mode="livemin")
 IMPORT_ROWS = Counter("materials_import_rows", "Price-list rows imported, by outcome (stored, rejected)",
                       ["outcome"])
 

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 
 
@@ -69,10 +69,10 @@ def configure_subscriptions(view: Any, *, init_timeout_s: float, ping_interval_s
     if init_timeout_s <= 0 or per_connection < 1 or ping_interval_s < 0:
         raise ValueError("init_timeout_s must be > 0, per_connection >= 1, ping_interval_s >= 0")
     view.websocket_adapter_class = TextWebSocketAdapter
-    view.protocols = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL)
+    # Not the legacy graphql-ws (subscriptions-transport-ws) protocol: Strawberry's handler for it
+    # ignores the connection_init timeout, so idle unauthenticated sockets could pile up (review).
+    view.protocols = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL)
     view.connection_init_wait_timeout = timedelta(seconds=init_timeout_s)
     view.max_subscriptions_per_connection = per_connection
-    view.keep_alive = ping_interval_s > 0  # the legacy graphql-ws protocol's "ka" messages
-    view.keep_alive_interval = ping_interval_s or None
     view.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler", (PingingTransportWSHandler,), {"ping_interval": ping_interval_s})
