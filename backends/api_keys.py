@@ -191,6 +191,9 @@ class PrincipalResolver:
         self.anonymous_scopes = frozenset(anonymous_scopes)
         self.anonymous_tier = anonymous_tier
         self._entries: OrderedDict[bytes, tuple[float, ApiKey | None]] = OrderedDict()
+        # Keys with no row are remembered apart (same TTL and bound), so a flood of made-up
+        # keys cannot push the real keys' entries out and send every request to PostgreSQL.
+        self._unknown: OrderedDict[bytes, tuple[float, ApiKey | None]] = OrderedDict()
         self.lookups = 0  # PostgreSQL look-ups made (tests and the bench read it)
 
     def anonymous(self, client: str) -> Principal:
@@ -200,15 +203,17 @@ class PrincipalResolver:
         """The key's principal; KeyRejected when it is unknown, revoked or expired."""
         digest = hash_key(key)
         now = time.monotonic()
-        entry = self._entries.get(digest)
+        entry = self._entries.get(digest) or self._unknown.get(digest)
         if entry is None or entry[0] <= now:
             self.lookups += 1
             record = await self.store.find(key)
             entry = (now + self.ttl, record)
-            self._entries[digest] = entry
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            entries = self._entries if record is not None else self._unknown
+            (self._unknown if record is not None else self._entries).pop(digest, None)
+            entries[digest] = entry
+            entries.move_to_end(digest)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
         record = entry[1]
         if record is None:
             raise KeyRejected("the API key is not valid")
@@ -221,3 +226,4 @@ class PrincipalResolver:
     def forget(self) -> None:
         """Drops every cached key (after a revocation or rotation made here)."""
         self._entries.clear()
+        self._unknown.clear()

@@ -261,6 +261,21 @@ async def test_key_look_ups_are_cached_and_dropped_on_revocation(pg: PostgresBac
     assert resolver.lookups == 2
 
 
+async def test_made_up_keys_do_not_push_real_keys_out_of_the_cache(pg: PostgresBackend, conn: asyncpg.Connection) -> None:
+    from backends.api_keys import KeyRejected, PrincipalResolver
+
+    store = ApiKeyStore(pg)
+    _, key = await store.create("real", ["read"])
+    resolver = PrincipalResolver(store, ttl=60, max_entries=5)
+    await resolver.resolve(key)
+    for i in range(20):  # a flood of well-formed keys that do not exist
+        with pytest.raises(KeyRejected):
+            await resolver.resolve(f"mgk_{i:08x}_" + "x" * 43)
+    before = resolver.lookups
+    await resolver.resolve(key)
+    assert resolver.lookups == before  # still cached: no PostgreSQL look-up for the real key
+
+
 async def test_a_key_revoked_while_its_websocket_is_open_stops_working_there(
     database_url: str, empty_catalog: PostgresBackend, conn: asyncpg.Connection
 ) -> None:
