@@ -55,6 +55,7 @@ class RequestObservation:
     principal: str = "anonymous"  # the API key's prefix (middleware.auth's principal), when one was sent
     trace_id: str | None = None
     sampled: bool = False  # resolver timings (and spans, when tracing) for this request
+    stream: bool = False  # the response is an event stream (an SSE subscription): not a request's latency
 
 
 _current: contextvars.ContextVar[RequestObservation | None] = contextvars.ContextVar(
@@ -143,6 +144,8 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                observation.stream = any(k == b"content-type" and v.startswith(b"text/event-stream")
+                                         for k, v in message.get("headers", ()))
                 headers = [*message.get("headers", ()), (b"x-request-id", observation.request_id.encode())]
                 if observation.trace_id and self.trace_header:
                     headers.append((b"x-trace-id", observation.trace_id.encode()))
@@ -164,7 +167,12 @@ class ObservabilityMiddleware:
         round_trips = stats.round_trips if stats is not None else None
         outcome = observation.outcome or ("ok" if status < 400 else "rejected" if status < 500 else "error")
         quiet = observation.path.startswith(QUIET_PATHS)
-        if not quiet:
+        if observation.stream:
+            # An SSE subscription lives for minutes or hours: counted as a stream, kept out of
+            # the latency histogram (it would dominate every request-latency alert).
+            outcome = "stream"
+            metrics.REQUESTS.labels(self.labels(observation.operation), outcome).inc()
+        elif not quiet:
             metrics.record_request(self.labels(observation.operation), outcome, seconds,
                                    round_trips if observation.operation is not None else None)
         log.log(logging.DEBUG if quiet else logging.INFO, "request", extra={"fields": {

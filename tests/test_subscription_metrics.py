@@ -35,3 +35,13 @@ async def test_open_subscriptions_are_a_gauge_and_event_streams_are_not_compress
                 if await open_subscriptions(http, instance.http) == 0:
                     break
                 await asyncio.sleep(0.05)
+        # The stream is counted as a stream, never as a request's latency (review: hours-long
+        # subscriptions would have dominated the request-latency histogram).
+        async with asyncio.timeout(WAIT):
+            while True:
+                text = (await http.get(instance.http.replace("/graphql", "/metrics"))).text
+                if sample_value(text, "materials_requests_total", {"outcome": "stream"}):
+                    break
+                await asyncio.sleep(0.05)
+        assert 'outcome="stream"' not in "".join(
+            line for line in text.splitlines() if line.startswith("materials_request_seconds"))
