@@ -165,6 +165,7 @@ class Settings:
     # Issue 6: subscriptions (graphql-transport-ws and SSE), the event hub, the outbox's retention.
     subscriptions: bool = True  # the event hub (LISTEN) and the Subscription root's data in this process
     subscription_queue_limit: int = 1000  # events queued per subscriber before it is closed as too slow
+    subscription_slow_grace_s: float = 2.0  # how long fan-out waits for a full subscriber before closing it
     subscriptions_per_connection: int = 20  # operations at once on one websocket
     subscriptions_per_client: int = 100  # subscriptions at once per client (address) over all connections
     ws_init_timeout_s: float = 10.0  # graphql-transport-ws: connection_init must come within this
@@ -254,6 +255,7 @@ class Settings:
             # Issue 6
             subscriptions=_flag(env.get("SUBSCRIPTIONS"), default=True),
             subscription_queue_limit=_int(env, "SUBSCRIPTION_QUEUE_LIMIT", 1000),
+            subscription_slow_grace_s=_float(env, "SUBSCRIPTION_SLOW_GRACE_S", 2.0),
             subscriptions_per_connection=_int(env, "SUBSCRIPTIONS_PER_CONNECTION", 20),
             subscriptions_per_client=_int(env, "SUBSCRIPTIONS_PER_CLIENT", 100),
             ws_init_timeout_s=_float(env, "WS_INIT_TIMEOUT_S", 10.0),
@@ -496,7 +498,8 @@ def build_subscriptions(settings: Settings, pg: PostgresBackend,
         raise SystemExit("settings SUBSCRIPTION_QUEUE_LIMIT, SUBSCRIPTIONS_PER_CLIENT and EXPORT_MAX_BATCH must be >= 1")
     retention = (timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours > 0 else None)
     on_wake = [cache.freshness.committed] if cache is not None else []
-    hub = EventHub(pg.dsn, queue_limit=settings.subscription_queue_limit, retention=retention, on_wake=on_wake)
+    hub = EventHub(pg.dsn, queue_limit=settings.subscription_queue_limit, retention=retention, on_wake=on_wake,
+                   slow_grace=settings.subscription_slow_grace_s)
     return hub, Subscriptions(hub, pg, max_per_client=settings.subscriptions_per_client,
                               max_export_batch=settings.export_max_batch)
 

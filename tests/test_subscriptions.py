@@ -449,3 +449,12 @@ async def test_sigterm_ends_the_server_while_an_sse_subscription_is_open(
             # a hang guard, not a measured time: the process must end on its own
             code = await asyncio.to_thread(server.proc.wait, 60)
     assert code == 128 + signal.SIGTERM  # ended through SystemExit (server._exit_on_sigterm)
+
+
+def test_the_slow_subscriber_grace_is_a_setting(database_url: str) -> None:
+    from server import Settings, create_app
+    from tests.conftest import make_settings
+
+    assert Settings.from_env({"SUBSCRIPTION_SLOW_GRACE_S": "0.5"}).subscription_slow_grace_s == 0.5
+    app = create_app(make_settings(database_url, subscription_slow_grace_s=0.3))
+    assert app.state.hub.slow_grace == 0.3
