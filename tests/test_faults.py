@@ -27,6 +27,7 @@ from tests.catalog_fixtures import JAN, insert_material, insert_price_list, inse
 from tests.conftest import app_client, make_settings
 from tests.postgres_server import OwnPostgres
 from tests.redis_server import OwnRedis
+from tests.request_load import under_load
 
 READ = "query Read($id: ID!) { material(id: $id) { name currentPrices { unitPrice } } }"
 PAGE = "query Page { materials(first: 5) { edges { node { name } } } }"
@@ -58,57 +59,42 @@ async def test_redis_killed_and_restarted_under_load_fails_no_request(
     variables = {"id": to_global_id("Material", mid)}
     redis = OwnRedis()
     redis.start()
-    failures: list[str] = []
-    served = 0
-    stop = asyncio.Event()
     settings = make_settings(database_url, redis_url=redis.url, cache_prefix=f"fault-{secrets.token_hex(3)}",
                              breaker_threshold=2, breaker_reset_s=0.3)
     try:
         async with app_client(settings) as http:
             opened_before = sum_values(await metrics_text(http), "materials_circuit_opened_total", {"backend": "redis"})
-
-            async def load() -> None:
-                nonlocal served
-                while not stop.is_set():
-                    for query, args in ((READ, variables), (PAGE, {})):
-                        response = await http.post("/graphql", json={"query": query, "variables": args})
-                        if response.status_code != 200 or "errors" in response.json():
-                            failures.append(response.text)
-                        served += 1
-                    await asyncio.sleep(0)
-
-            workers = [asyncio.create_task(load()) for _ in range(4)]
-            await asyncio.sleep(0.3)
-            assert redis.proc is not None
-            redis.proc.kill()  # SIGKILL: no goodbye to the clients
-            redis.proc.wait()
-            redis.proc = None
-            renamed = await http.post("/graphql", json={"query": RENAME, "variables": {**variables, "n": "Цемент v1"}})
-            assert renamed.json()["data"]["updateMaterial"]["errors"] == []  # writes go on without Redis
-            served_while_down = served
-            await eventually(lambda: _served_more(lambda: served, served_while_down + 50), "requests while down")
-            text = await metrics_text(http)
-            assert sum_values(text, "materials_circuit_opened_total", {"backend": "redis"}) > opened_before
-            ready = (await http.get("/health/ready")).json()
-            assert ready["status"] == "degraded" and ready["redis"]["status"] == "down"
-
-            redis.start()
-
-            async def closed_again() -> bool:
+            async with under_load(http, [(READ, variables), (PAGE, {})], workers=4) as load:
+                await asyncio.sleep(0.3)
+                assert redis.proc is not None
+                redis.proc.kill()  # SIGKILL: no goodbye to the clients
+                redis.proc.wait()
+                redis.proc = None
+                renamed = await http.post("/graphql", json={"query": RENAME,
+                                                            "variables": {**variables, "n": "Цемент v1"}})
+                assert renamed.json()["data"]["updateMaterial"]["errors"] == []  # writes go on without Redis
+                served_while_down = load.served
+                await eventually(lambda: _served_more(lambda: load.served, served_while_down + 50),
+                                 "requests while down")
                 text = await metrics_text(http)
-                return 'materials_circuit_state{backend="redis"} 0.0' in text and (
-                    await http.get("/health/ready")).json()["status"] == "ready"
+                assert sum_values(text, "materials_circuit_opened_total", {"backend": "redis"}) > opened_before
+                ready = (await http.get("/health/ready")).json()
+                assert ready["status"] == "degraded" and ready["redis"]["status"] == "down"
 
-            await eventually(closed_again, "the Redis circuit closed again")
-            read = (await http.post("/graphql", json={"query": READ, "variables": variables})).json()
-            assert read["data"]["material"]["name"] == "Цемент v1"
-            stop.set()
-            await asyncio.gather(*workers)
+                redis.start()
+
+                async def closed_again() -> bool:
+                    text = await metrics_text(http)
+                    return 'materials_circuit_state{backend="redis"} 0.0' in text and (
+                        await http.get("/health/ready")).json()["status"] == "ready"
+
+                await eventually(closed_again, "the Redis circuit closed again")
+                read = (await http.post("/graphql", json={"query": READ, "variables": variables})).json()
+                assert read["data"]["material"]["name"] == "Цемент v1"
     finally:
-        stop.set()
         redis.stop()
-    assert failures == [], failures[:3]
-    assert served > 100
+    assert load.failures == [], load.failures[:3]
+    assert load.served > 100
 
 
 async def _served_more(count: Callable[[], int], target: int) -> bool:

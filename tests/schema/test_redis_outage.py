@@ -11,6 +11,7 @@ from resolvers.ids import to_global_id
 from tests.catalog_fixtures import JAN, insert_material, insert_price_list, insert_supplier
 from tests.conftest import app_client, make_settings
 from tests.redis_server import OwnRedis
+from tests.request_load import under_load
 
 READ = "query($id: ID!) { material(id: $id) { name currentPrices { unitPrice } } }"
 PAGE = "{ materials(first: 5) { edges { node { name } } } }"
@@ -26,21 +27,8 @@ async def test_requests_keep_working_while_redis_is_stopped_and_restarted(
     variables = {"id": to_global_id("Material", mid)}
     redis = OwnRedis()
     redis.start()
-    failures: list[str] = []
-    served = 0
-    stop = asyncio.Event()
     try:
         async with app_client(make_settings(database_url, redis_url=redis.url, cache_prefix="outage")) as http:
-
-            async def load() -> None:
-                nonlocal served
-                while not stop.is_set():
-                    for query, args in ((READ, variables), (PAGE, {})):
-                        response = await http.post("/graphql", json={"query": query, "variables": args})
-                        if response.status_code != 200 or "errors" in response.json():
-                            failures.append(response.text)
-                        served += 1
-                    await asyncio.sleep(0)
 
             async def rename(version: int) -> None:
                 body = (await http.post("/graphql", json={"query": RENAME, "variables": {
@@ -49,26 +37,24 @@ async def test_requests_keep_working_while_redis_is_stopped_and_restarted(
                 read = (await http.post("/graphql", json={"query": READ, "variables": variables})).json()
                 assert read["data"]["material"]["name"] == f"Цемент v{version}"
 
-            workers = [asyncio.create_task(load()) for _ in range(3)]
-            await asyncio.sleep(0.3)
-            await rename(1)
-            redis.stop()
-            await asyncio.sleep(0.3)
-            await rename(2)  # written while Redis is down: still no stale read
-            redis.start()
-            await rename(3)
-            client = aioredis.from_url(redis.url)
-            try:
-                for _ in range(100):  # the cache tries Redis again a moment after a failure
-                    if await client.dbsize() > 0:
-                        break
-                    await asyncio.sleep(0.1)
-                assert await client.dbsize() > 0  # entries written to L2 again
-            finally:
-                await client.aclose()
-            stop.set()
-            await asyncio.gather(*workers)
+            async with under_load(http, [(READ, variables), (PAGE, {})], workers=3) as load:
+                await asyncio.sleep(0.3)
+                await rename(1)
+                redis.stop()
+                await asyncio.sleep(0.3)
+                await rename(2)  # written while Redis is down: still no stale read
+                redis.start()
+                await rename(3)
+                client = aioredis.from_url(redis.url)
+                try:
+                    for _ in range(100):  # the cache tries Redis again a moment after a failure
+                        if await client.dbsize() > 0:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await client.dbsize() > 0  # entries written to L2 again
+                finally:
+                    await client.aclose()
     finally:
         redis.stop()
-    assert failures == []
-    assert served > 20
+    assert load.failures == []
+    assert load.served > 20
