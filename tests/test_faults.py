@@ -73,9 +73,12 @@ async def test_redis_killed_and_restarted_under_load_fails_no_request(
                 renamed = await http.post("/graphql", json={"query": RENAME,
                                                             "variables": {**variables, "n": "Цемент v1"}})
                 assert renamed.json()["data"]["updateMaterial"]["errors"] == []  # writes go on without Redis
-                served_while_down = load.served
-                await eventually(lambda: _served_more(lambda: load.served, served_while_down + 50),
-                                 "requests while down")
+                target = load.served + 50
+
+                async def served_while_down() -> bool:
+                    return load.served >= target
+
+                await eventually(served_while_down, "requests while down")
                 text = await metrics_text(http)
                 assert sum_values(text, "materials_circuit_opened_total", {"backend": "redis"}) > opened_before
                 ready = (await http.get("/health/ready")).json()
@@ -95,10 +98,6 @@ async def test_redis_killed_and_restarted_under_load_fails_no_request(
         redis.stop()
     assert load.failures == [], load.failures[:3]
     assert load.served > 100
-
-
-async def _served_more(count: Callable[[], int], target: int) -> bool:
-    return count() >= target
 
 
 async def test_postgres_stopped_serves_cached_reads_fails_writes_fast_and_recovers(tmp_path: Path) -> None:
