@@ -43,18 +43,24 @@ UNIT_COMPANION_COLUMNS = "u.name AS unit_name, array_to_string(u.aliases, E'\\x1
 UNIT_COMPANION_JOIN = "LEFT JOIN units u ON u.code = m.unit_code"
 MATERIAL_COMPANION_COLUMNS = f"{CATEGORY_COMPANION_COLUMNS}, {UNIT_COMPANION_COLUMNS}"
 MATERIAL_COMPANION_JOINS = f"{CATEGORY_COMPANION_JOIN} {UNIT_COMPANION_JOIN}"
-# Each material's current prices (cheapest first) with their supplier names, as JSON text:
-# a page that shows prices needs no second statement (loaders.base.prime_current_prices).
-# Aggregated once for the whole page and joined: a correlated subquery per material made
-# PostgreSQL scan `suppliers` once per material (1 ms on a 50-row page).
-CURRENT_PRICES_CTE = (
-    "cpj AS (SELECT cp.material_id, json_agg(json_build_array(cp.price_id, cp.supplier_id, cp.price_list_id, "
-    "cp.unit_price::text, cp.currency, cp.calc_unit_code, cp.unit_calc_price::text, cp.buy_price::text, "
-    "cp.sale_price::text, cp.stock, cp.price_date, cp.valid_from, sp.name) "
-    "ORDER BY cp.unit_price, cp.supplier_id)::text AS current_prices_json "
-    "FROM current_prices cp LEFT JOIN suppliers sp ON sp.id = cp.supplier_id "
-    "WHERE cp.material_id IN (SELECT id FROM page) GROUP BY cp.material_id)"
+# Each material's current prices (cheapest first) with their supplier names, read along
+# with a page as plain columns of a LEFT JOIN: one row per (material, current price), or one
+# row with NULL price columns for a material without any (CatalogReader.material_page folds
+# them; loaders.base.prime_current_prices primes the loaders). Plain columns, not a JSON
+# aggregate: building, sorting and grouping 13-element JSON arrays per price cost the page
+# statement ~0.2 ms of PostgreSQL time, and decoding them cost Python more than asyncpg's
+# native codecs do.
+CURRENT_PRICE_COLUMNS = (
+    "cp.price_id AS cp_id, cp.supplier_id AS cp_supplier_id, cp.price_list_id AS cp_price_list_id, "
+    "cp.unit_price AS cp_unit_price, cp.currency AS cp_currency, cp.calc_unit_code AS cp_calc_unit_code, "
+    "cp.unit_calc_price AS cp_unit_calc_price, cp.buy_price AS cp_buy_price, cp.sale_price AS cp_sale_price, "
+    "cp.stock AS cp_stock, cp.price_date AS cp_price_date, cp.valid_from AS cp_valid_from, "
+    "sp.name AS cp_supplier_name"
 )
+CURRENT_PRICE_JOINS = (
+    "LEFT JOIN current_prices cp ON cp.material_id = p.id LEFT JOIN suppliers sp ON sp.id = cp.supplier_id"
+)
+CURRENT_PRICE_ORDER = "cp.unit_price, cp.supplier_id"
 
 
 @dataclass(frozen=True)
@@ -65,39 +71,73 @@ class MaterialReadPlan:
     timestamps: bool = True  # created_us, updated_us
     category: bool = True  # the category's columns (loaders.base.category_of)
     unit: bool = True  # the unit's columns (loaders.base.unit_of)
-    current_prices: bool = False  # current_prices_json
+    current_prices: bool = False  # CURRENT_PRICE_COLUMNS, a row per current price
 
 
 FULL_ROWS = MaterialReadPlan()
 
-def with_material_columns(keys_sql: str, order: str, plan: MaterialReadPlan, *, scoped: bool = False) -> str:
-    """A page found as (id, sort_key[, scope_id]) rows by `keys_sql`, with the materials'
-    columns and their category and unit columns (and what `plan` asks for); `order`
-    restates the page's order over the result, named through `p.`."""
-    scope = "p.scope_id, " if scoped else ""
-    columns = [MATERIAL_KEY_COLUMNS, "p.sort_key"]
-    joins = []
+
+def fold_current_prices(rows: Sequence[asyncpg.Record]) -> tuple[list[asyncpg.Record], dict[int, list[dict[str, Any]]]]:
+    """Rows of a page read with CURRENT_PRICE_COLUMNS (a row per material and current price,
+    in page order) as one row per material and each material's prices."""
+    materials: list[asyncpg.Record] = []
+    prices: dict[int, list[dict[str, Any]]] = {}
+    found: list[dict[str, Any]] = []
+    last = None
+    for row in rows:
+        material_id = row["id"]
+        if material_id != last:
+            materials.append(row)
+            last = material_id
+            found = prices[material_id] = []
+        price_id = row["cp_id"]
+        if price_id is not None:
+            found.append({
+                "id": price_id, "material_id": material_id, "supplier_id": row["cp_supplier_id"],
+                "price_list_id": row["cp_price_list_id"], "unit_price": row["cp_unit_price"],
+                "currency": row["cp_currency"], "calc_unit_code": row["cp_calc_unit_code"],
+                "unit_calc_price": row["cp_unit_calc_price"], "buy_price": row["cp_buy_price"],
+                "sale_price": row["cp_sale_price"], "stock": row["cp_stock"], "price_date": row["cp_price_date"],
+                "valid_from": row["cp_valid_from"], "supplier_name": row["cp_supplier_name"],
+            })
+    return materials, prices
+
+
+def material_columns(plan: MaterialReadPlan) -> str:
+    """The columns of `materials m` that `plan` asks for."""
+    columns = [MATERIAL_KEY_COLUMNS]
     if plan.details:
         columns.append(MATERIAL_DETAIL_COLUMNS)
     if plan.timestamps:
         columns.append(MATERIAL_TIME_COLUMNS)
+    return ", ".join(columns)
+
+
+def with_material_columns(page_sql: str, order: str, plan: MaterialReadPlan, *, scoped: bool = False,
+                          inline: bool = False) -> str:
+    """A page found by `page_sql` as rows named through `p.`, with the category and unit
+    columns and, if `plan` asks, one row per current price (CURRENT_PRICE_COLUMNS); `order`
+    restates the page's order over the result. With `inline`, `page_sql` already carries the
+    materials' columns (material_columns); otherwise it yields (scope_id,) id and sort_key
+    rows and the materials' columns are read last, for those rows only."""
+    if inline:
+        columns, source, alias = ["p.*"], f"({page_sql}) p", "p"
+    else:
+        scope = "p.scope_id, " if scoped else ""
+        columns = [f"{scope}{material_columns(plan)}", "p.sort_key"]
+        source, alias = f"({page_sql}) p JOIN materials m ON m.id = p.id", "m"
+    joins = []
     if plan.category:
         columns.append(CATEGORY_COMPANION_COLUMNS)
-        joins.append(CATEGORY_COMPANION_JOIN)
+        joins.append(f"LEFT JOIN categories c ON c.id = {alias}.category_id")
     if plan.unit:
         columns.append(UNIT_COMPANION_COLUMNS)
-        joins.append(UNIT_COMPANION_JOIN)
-    rows = (
-        f"SELECT {scope}{', '.join(columns)} FROM ({keys_sql}) p "
-        f"JOIN materials m ON m.id = p.id {' '.join(joins)}"
-    )
-    if not plan.current_prices:
-        return f"{rows} ORDER BY {order}"
-    return (
-        f"WITH page AS ({rows}), {CURRENT_PRICES_CTE} "
-        f"SELECT p.*, coalesce(cpj.current_prices_json, '[]') AS current_prices_json "
-        f"FROM page p LEFT JOIN cpj ON cpj.material_id = p.id ORDER BY {order}"
-    )
+        joins.append(f"LEFT JOIN units u ON u.code = {alias}.unit_code")
+    if plan.current_prices:
+        columns.append(CURRENT_PRICE_COLUMNS)
+        joins.append(CURRENT_PRICE_JOINS)
+        order = f"{order}, {CURRENT_PRICE_ORDER}"
+    return f"SELECT {', '.join(columns)} FROM {source} {' '.join(joins)} ORDER BY {order}"
 
 
 # Sort expressions of MaterialOrderField; each has a matching (expr, id) index.
@@ -185,24 +225,27 @@ def material_page_query(
     limit = str(int(page.limit))
     inner_order = f"ORDER BY {sort_expr} {direction}, m.id {direction} LIMIT {limit}"
     outer_order = f"p.sort_key {direction}, p.id {direction}"
-    # The page is found on (id, sort key) alone, from indexes where it can be; the columns of
-    # its rows are read last, for those rows only (with_material_columns).
+    # Outside a merge the page is found on (id, sort key) alone, from indexes where it can be,
+    # and the columns of its rows are read last, for those rows only (with_material_columns).
+    # A merge of a page of the subtree (not per category) reads the columns in its per-category
+    # scans: joining `materials` again by id for the 51 rows cost more (PostgreSQL: 0.45 against
+    # 0.65-0.8 ms for W2's page with its current prices, vacuumed, leaf and root categories).
+    inline = merge and not scoped_to_categories
     if not merge:
         if scoped_to_categories:
             where.append("m.category_id IN (SELECT c.id FROM categories c WHERE c.path @> ARRAY[s.scope_id])")
         select = f"SELECT m.id, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
     else:
         where.append("m.category_id = sc.id")
-        per_category = (
-            f"SELECT m.id, {sort_expr} AS sort_key FROM materials m WHERE {' AND '.join(where)} {inner_order}"
-        )
+        columns = f"{material_columns(plan)}, {sort_expr} AS sort_key" if inline else f"m.id, {sort_expr} AS sort_key"
+        per_category = f"SELECT {columns} FROM materials m WHERE {' AND '.join(where)} {inner_order}"
         root = "s.scope_id" if scoped_to_categories else f"{params.add(spec.category_id)}::bigint"
         select = (
             f"SELECT q.* FROM categories sc CROSS JOIN LATERAL ({per_category}) q "
             f"WHERE sc.path @> ARRAY[{root}] {order.format('q.')} LIMIT {limit}"
         )
     if not scoped_to_categories:
-        return with_material_columns(select, outer_order, plan), params.values
+        return with_material_columns(select, outer_order, plan, inline=inline), params.values
     scoped = f"SELECT s.scope_id, p.* FROM unnest($1::bigint[]) AS s(scope_id) CROSS JOIN LATERAL ({select}) p"
     return with_material_columns(scoped, f"p.scope_id, {outer_order}", plan, scoped=True), params.values
 
@@ -245,8 +288,18 @@ class CatalogReader:
     async def material_page(
         self, spec: MaterialFilterSpec, page: PageSpec, plan: MaterialReadPlan = FULL_ROWS
     ) -> list[asyncpg.Record]:
+        return (await self.material_page_and_prices(spec, page, plan))[0]
+
+    async def material_page_and_prices(
+        self, spec: MaterialFilterSpec, page: PageSpec, plan: MaterialReadPlan = FULL_ROWS
+    ) -> tuple[list[asyncpg.Record], dict[int, list[dict[str, Any]]] | None]:
+        """A page's rows, one per material, and, if `plan` reads them, each material's current
+        prices (cheapest first, as `current_prices` rows with `supplier_name`; None otherwise)."""
         sql, args = material_page_query(spec, page, plan=plan)
-        return await self.read.fetch(sql, *args)
+        rows = await self.read.fetch(sql, *args)
+        if not plan.current_prices:
+            return rows, None
+        return fold_current_prices(rows)
 
     async def material_count(self, spec: MaterialFilterSpec) -> int:
         sql, args = material_count_query(spec)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 from strawberry.dataloader import DataLoader
 
 K = TypeVar("K", bound=Hashable)
@@ -105,34 +102,17 @@ def supplier_of(row: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def prime_current_prices(
-    rows: Sequence[asyncpg.Record], current_prices: DataLoader[Any, Any], suppliers: DataLoader[Any, Any]
+    prices: Mapping[int, list[dict[str, Any]]], current_prices: DataLoader[Any, Any], suppliers: DataLoader[Any, Any]
 ) -> None:
-    """Primes the current-prices loader (and the suppliers it names) from the JSON column a
-    page read along (backends.catalog CURRENT_PRICES_COLUMN); rows without it are skipped."""
-    by_material: dict[int, list[dict[str, Any]]] = {}
+    """Primes the current-prices loader (and the suppliers it names) from the prices a page
+    read along (backends.catalog CatalogReader.material_page_and_prices)."""
     named: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        text = row.get("current_prices_json")
-        if text is None:
-            continue
-        prices = []
-        for (pid, supplier_id, list_id, unit_price, currency, calc_unit, calc_price, buy, sale, stock, price_date,
-             valid_from, supplier_name) in orjson.loads(text):
-            prices.append({
-                "id": pid, "material_id": row["id"], "supplier_id": supplier_id, "price_list_id": list_id,
-                "unit_price": Decimal(unit_price), "currency": currency, "calc_unit_code": calc_unit,
-                "unit_calc_price": _decimal(calc_price), "buy_price": _decimal(buy), "sale_price": _decimal(sale),
-                "stock": stock, "price_date": date.fromisoformat(price_date) if price_date else None,
-                "valid_from": datetime.fromisoformat(valid_from).astimezone(UTC), "supplier_name": supplier_name,
-            })
-            if supplier_name is not None and supplier_id not in named:
-                named[supplier_id] = {"id": supplier_id, "name": supplier_name}
-        by_material[row["id"]] = prices
-    if by_material:
-        current_prices.prime_many(by_material)
+    for found in prices.values():
+        for price in found:
+            supplier_id = price["supplier_id"]
+            if price["supplier_name"] is not None and supplier_id not in named:
+                named[supplier_id] = {"id": supplier_id, "name": price["supplier_name"]}
+    if prices:
+        current_prices.prime_many(prices)
     if named:
         suppliers.prime_many(named)
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)

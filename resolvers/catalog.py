@@ -61,10 +61,10 @@ async def materials_page(
     )
     await check_unit_filter(ctx, spec)
     ctx.depends_on("list:materials")
-    rows = await ctx.catalog.material_page(spec, window.spec, plan)
+    rows, prices = await ctx.catalog.material_page_and_prices(spec, window.spec, plan)
     prime_companions(rows, ctx.loaders.material_companions())
-    if plan.current_prices:
-        prime_current_prices(rows, ctx.loaders.current_prices_by_material, ctx.loaders.supplier_by_id)
+    if prices is not None:
+        prime_current_prices(prices, ctx.loaders.current_prices_by_material, ctx.loaders.supplier_by_id)
 
     async def total() -> int:
         return await ctx.catalog.material_count(spec)

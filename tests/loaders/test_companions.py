@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from backends.catalog import CatalogReader, MaterialFilterSpec, MaterialReadPlan, material_page_query
+from backends.catalog import (
+    CatalogReader,
+    MaterialFilterSpec,
+    MaterialReadPlan,
+    fold_current_prices,
+    material_page_query,
+)
 from backends.postgres import PostgresBackend
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
@@ -48,20 +54,28 @@ async def test_a_material_without_category_primes_nothing(empty_catalog: Postgre
 
 
 
-@pytest.mark.parametrize("timezone", ["UTC", "Europe/Moscow"])
+@pytest.mark.parametrize(("timezone", "category"), [("UTC", None), ("Europe/Moscow", None), ("UTC", "binders")])
 async def test_current_prices_read_with_a_page_equal_the_loaders_own(
-    empty_catalog: PostgresBackend, conn: asyncpg.Connection, timezone: str
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection, timezone: str, category: str | None
 ) -> None:
-    await small_catalog(conn)
-    sql, args = material_page_query(MaterialFilterSpec(), PageSpec(limit=50), plan=MaterialReadPlan(current_prices=True))
+    ids = await small_catalog(conn)
+    # Without a category the page is found on keys and its rows read after; a category
+    # subtree is a merge that reads the rows in its per-category scans.
+    spec = MaterialFilterSpec(category_id=ids.categories[category] if category else None)
+    sql, args = material_page_query(spec, PageSpec(limit=50), plan=MaterialReadPlan(current_prices=True))
     await conn.execute(f"SET TimeZone = '{timezone}'")
     try:
         page = await conn.fetch(sql, *args)
     finally:
         await conn.execute("RESET TimeZone")
+    page, read_along = fold_current_prices(page)
+    assert len({r["id"] for r in page}) == len(page)  # one row per material
     catalog, prices = CatalogReader(empty_catalog), PriceReader(empty_catalog)
+    assert [r["id"] for r in page] == [r["id"] for r in await catalog.material_page(spec, PageSpec(limit=50))]
+    # Both kinds of material: with several current prices, and with none.
+    assert max(len(found) for found in read_along.values()) >= 2 and [] in read_along.values()
     loaders = RequestLoaders.build(catalog, prices)
-    prime_current_prices(page, loaders.current_prices_by_material, loaders.supplier_by_id)
+    prime_current_prices(read_along, loaders.current_prices_by_material, loaders.supplier_by_id)
     own = await prices.current_prices_by_material_ids([r["id"] for r in page])
     assert own
     for row in page:
