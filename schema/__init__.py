@@ -27,6 +27,9 @@ def build_schema(
 
     `compiled=False` leaves every field to graphql-core (tests compare the two).
     """
+    from schema import arguments
+
+    arguments.remember_converted_arguments()
     return strawberry.Schema(
         query=merge_types("Query", (Query, AdminQuery)),  # admin fields: issue 7
         mutation=merge_types("Mutation", (Mutation, AdminMutation)),
