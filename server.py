@@ -869,9 +869,14 @@ def _command_seed(settings: Settings, args: argparse.Namespace) -> None:
     async def work(conn: Any) -> Any:
         await apply_migrations(conn)
         async with conn.transaction():
-            return await seed_catalog(conn, materials=args.materials, prices=args.prices,
-                                      suppliers=args.suppliers, months=args.months, seed=args.seed,
-                                      progress=progress)
+            report = await seed_catalog(conn, materials=args.materials, prices=args.prices,
+                                        suppliers=args.suppliers, months=args.months, seed=args.seed,
+                                        progress=progress)
+        # Fresh rows are not yet all-visible: until autovacuum gets to them, index-only scans
+        # (keyset pages) visit the heap for every entry. VACUUM sets the visibility map now.
+        progress("vacuum", 0)
+        await conn.execute("VACUUM (ANALYZE) materials, current_prices, prices, price_lists, categories, suppliers")
+        return report
 
     report = asyncio.run(_with_connection(settings, work))
     bar.close()
