@@ -23,13 +23,15 @@ Each side has a timeout; when one fails or is late, the other answers alone with
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import re
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -66,8 +68,8 @@ class SearchTuning:
     vector_timeout: float = 2.0
 
 
-@dataclass
-class Hit:
+@dataclass(slots=True)
+class Hit:  # shared by reused results (RecentResults): never changed once made
     material_id: int
     score: float
     text_score: float | None = None
@@ -84,6 +86,55 @@ class SearchOutcome:
     corrected: str | None = None  # the query with misspelt words corrected, when the text side also searched that
 
 
+class RecentResults:
+    """Fused result lists of recent searches, reused while the indexes have not changed.
+
+    Key: the query as asked, mode, filter and depth. An entry is dropped by `invalidate()`,
+    which the indexers call (backends.search_index) whenever they wrote to an index or saw
+    its cursor moved by another instance; a result whose computation overlapped an
+    invalidation is not kept (the epoch it started in is gone). `ttl` (s) bounds an entry's
+    life where nothing in this process follows the indexes (SEARCH_INDEXER off).
+    Degraded results are never kept. Liveness is still checked per page: hits become
+    materials through the request's loader, which drops deleted rows. About 30 KB an entry
+    at depth 300; `size` 0 turns reuse off.
+    """
+
+    def __init__(self, size: int = 1000, ttl: float = 60.0) -> None:
+        self.size, self.ttl = size, ttl
+        self.epoch = 0
+        self._entries: OrderedDict[Any, tuple[float, SearchOutcome]] = OrderedDict()
+        self.known_words: set[str] = set()  # vocabulary words seen (spelling correction skips them)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> SearchOutcome | None:
+        if not self.size:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: Any, epoch: int, outcome: SearchOutcome) -> None:
+        if not self.size or epoch != self.epoch:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl, outcome)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self) -> None:
+        self.epoch += 1
+        self._entries.clear()
+        self.known_words.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def query_terms(text: str) -> list[str]:
     """Words of the query, plus the parts of words where digits meet letters ("12мм" -> 12, мм)."""
     terms: list[str] = []
@@ -98,13 +149,18 @@ def query_terms(text: str) -> list[str]:
 
 def highlight(name: str, terms: Sequence[str]) -> str:
     """`name`, HTML-escaped, with <mark> around each word that a query term matches (same stem-ish prefix)."""
+    exact, by_prefix = _term_index(tuple(terms))
+
     def matches(word: str) -> bool:
         w = word.lower()
-        for t in terms:
-            if w == t:
-                return True
+        if w in exact:
+            return True
+        if len(w) < 3:
+            return False
+        # Every stem compared is at least 3 characters: only terms sharing the first 3 can match.
+        for t in by_prefix.get(w[:3], ()):
             stem = max(3, min(len(t), len(w)) - 2)
-            if len(t) >= 3 and len(w) >= 3 and w[:stem] == t[:stem] and abs(len(w) - len(t)) <= 4:
+            if w[:stem] == t[:stem] and abs(len(w) - len(t)) <= 4:
                 return True
         return False
 
@@ -117,6 +173,16 @@ def highlight(name: str, terms: Sequence[str]) -> str:
         last = m.end()
     out.append(html.escape(name[last:]))
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _term_index(terms: tuple[str, ...]) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+    """The terms as a set, and the terms of three or more characters by their first three."""
+    by_prefix: dict[str, list[str]] = {}
+    for t in terms:
+        if len(t) >= 3:
+            by_prefix.setdefault(t[:3], []).append(t)
+    return frozenset(terms), {k: tuple(v) for k, v in by_prefix.items()}
 
 
 def prefix_successor(prefix: str) -> str:
@@ -162,7 +228,8 @@ def best_correction(word: str, candidates: Sequence[tuple[str, int]]) -> str | N
     return best[2] if best else None
 
 
-# For each query word the vocabulary does not hold, the words that share enough trigrams with it.
+# For each query word the vocabulary does not hold, the words that share enough trigrams with
+# it; for each word it holds, one row with a null candidate (remembered as known).
 _CORRECTIONS_SQL = """
 SELECT w.word AS asked, c.word, c.ndoc
 FROM unnest($1::text[]) AS w(word)
@@ -171,20 +238,33 @@ CROSS JOIN LATERAL (
     WHERE s.word % w.word AND NOT EXISTS (SELECT 1 FROM search_words k WHERE k.word = w.word)
     ORDER BY similarity(s.word, w.word) DESC, s.ndoc DESC LIMIT 12
 ) c
+UNION ALL
+SELECT k.word, NULL, NULL FROM search_words k WHERE k.word = ANY($1::text[])
 """
 CORRECTABLE = re.compile(r"[^\W\d_]{4,}", re.UNICODE)  # words of letters only, four or more
 
 
-async def corrected_query(conn: Any, query: str) -> str | None:
+KNOWN_WORDS_MAX = 100_000  # vocabulary words remembered per process (then forgotten at once)
+
+
+async def corrected_query(conn: Any, query: str, known: set[str] | None = None) -> str | None:
     """`query` (normalised) with each word that no material name holds replaced by its likely
     spelling ("infared grills" -> "infrared grills", "цемнт" -> "цемент"); None when nothing
-    was replaced. One round trip; words the vocabulary knows cost nothing more."""
+    was replaced. One round trip, none when every word is in `known` (words the vocabulary
+    was seen to hold: it only loses words in a rebuild, and `known` is emptied whenever an
+    index changes, backends.search.RecentResults)."""
     normalised = normalise_query(query)
     words = list(dict.fromkeys(CORRECTABLE.findall(normalised)))[:8]
-    if not words:
+    if not words or (known is not None and known.issuperset(words)):
         return None
     candidates: dict[str, list[tuple[str, int]]] = {}
     for r in await conn.fetch(_CORRECTIONS_SQL, words):
+        if r["word"] is None:
+            if known is not None:
+                if len(known) >= KNOWN_WORDS_MAX:
+                    known.clear()
+                known.add(r["asked"])
+            continue
         candidates.setdefault(r["asked"], []).append((r["word"], r["ndoc"]))
     replaced = {w: c for w in words if (c := best_correction(w, candidates.get(w, ())))}
     if not replaced:
@@ -290,9 +370,10 @@ class SearchService:
     """The search API's engine: text and vector sides, fusion, suggestions, matching, neighbours."""
 
     def __init__(self, pg: PostgresBackend, embedder: Embedder | None, index: VectorIndex | None,
-                 tuning: SearchTuning | None = None) -> None:
+                 tuning: SearchTuning | None = None, results: RecentResults | None = None) -> None:
         self.pg, self.embedder, self.index = pg, embedder, index
         self.tuning = tuning or SearchTuning()
+        self.results = results if results is not None else RecentResults()
         self.popular: Counter[str] = Counter()
         self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
@@ -332,7 +413,7 @@ class SearchService:
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
         async with self.pg.pool.acquire() as conn:
-            corrected = await corrected_query(conn, raw)
+            corrected = await corrected_query(conn, raw, self.results.known_words)
             params = SqlParams()
             asked = params.add(raw)
             # The words as written or as corrected: a correction adds matches, never removes any.
@@ -413,10 +494,16 @@ class SearchService:
         started = time.perf_counter()
         tuning = self.tuning
         depth = depth or tuning.depth
-        terms = query_terms(query)
         normalised = normalise_query(query)
         if normalised and count:
             self.popular[normalised] += 1
+        key = (query, mode, spec, depth)
+        reused = self.results.get(key)
+        if reused is not None:  # a copy: callers may reorder or cut their hits
+            return replace(reused, hits=list(reused.hits), terms=list(reused.terms),
+                           took_ms=(time.perf_counter() - started) * 1000)
+        epoch = self.results.epoch
+        terms = query_terms(query)
         text: list[tuple[int, float]] | None = None
         vector: list[tuple[int, float]] | None = None
         vector_text: dict[int, float] = {}
@@ -450,8 +537,11 @@ class SearchService:
         hits = self._fuse(text, vector, vector_text)[:depth]
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
-        return SearchOutcome(hits=hits, mode=mode, degraded=degraded,
-                             took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
+        outcome = SearchOutcome(hits=hits, mode=mode, degraded=degraded,
+                                took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
+        if not degraded:
+            self.results.put(key, epoch, replace(outcome, hits=list(hits), terms=list(terms)))
+        return outcome
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
               vector_text: dict[int, float] | None = None) -> list[Hit]:
@@ -468,10 +558,15 @@ class SearchService:
             else:
                 fused = fuse_scores(text or [], vector or [], vector_text or {}, tuning.rank_weight,
                                     tuning.every_word_bonus)
+            # Best score first, ties by id (a stable sort on score after one on id).
+            ranked = sorted(fused.items())
+            ranked.sort(key=itemgetter(1), reverse=True)
             # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
             exact = {i for i, s in (text or []) if s >= SKU_EXACT}
-            ranked = sorted(fused.items(), key=lambda kv: (kv[0] not in exact, -kv[1], kv[0]))
-        return [Hit(i, s, text_scores.get(i), vector_scores.get(i)) for i, s in ranked]
+            if exact:
+                ranked.sort(key=lambda kv: kv[0] not in exact)
+        text_get, vector_get = text_scores.get, vector_scores.get
+        return [Hit(i, s, text_get(i), vector_get(i)) for i, s in ranked]
 
     # -- the other entry points -------------------------------------------------------------
 
@@ -561,4 +656,5 @@ class SearchService:
 
 def with_tuning(service: SearchService, **changes: Any) -> SearchService:
     """The same service with other fusion parameters (the relevance bench sweeps them)."""
-    return SearchService(service.pg, service.embedder, service.index, replace(service.tuning, **changes))
+    return SearchService(service.pg, service.embedder, service.index, replace(service.tuning, **changes),
+                         RecentResults(service.results.size, service.results.ttl))
