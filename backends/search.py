@@ -29,10 +29,10 @@ import logging
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -69,16 +69,49 @@ class SearchTuning:
 
 
 @dataclass(slots=True)
-class Hit:  # shared by reused results (RecentResults): never changed once made
+class Hit:
     material_id: int
     score: float
     text_score: float | None = None
     vector_score: float | None = None
 
 
+class FusedHits(Sequence[Hit]):
+    """The fused list, read-only: Hit objects are made only for what is read (a page of 20 out
+    of up to 600 candidates), and one list can be shared (RecentResults)."""
+
+    __slots__ = ("_ranked", "_text", "_vector")
+
+    def __init__(self, ranked: list[tuple[int, float]], text: dict[int, float], vector: dict[int, float]) -> None:
+        self._ranked, self._text, self._vector = ranked, text, vector
+
+    def __len__(self) -> int:
+        return len(self._ranked)
+
+    def _hit(self, item: tuple[int, float]) -> Hit:
+        return Hit(item[0], item[1], self._text.get(item[0]), self._vector.get(item[0]))
+
+    @overload
+    def __getitem__(self, index: int) -> Hit: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Hit]: ...
+
+    def __getitem__(self, index: int | slice) -> Hit | list[Hit]:
+        if isinstance(index, slice):
+            return [self._hit(item) for item in self._ranked[index]]
+        return self._hit(self._ranked[index])
+
+    def __iter__(self) -> Iterator[Hit]:
+        return map(self._hit, self._ranked)
+
+    def cut(self, depth: int) -> FusedHits:
+        return self if len(self._ranked) <= depth else FusedHits(self._ranked[:depth], self._text, self._vector)
+
+
 @dataclass
 class SearchOutcome:
-    hits: list[Hit]
+    hits: Sequence[Hit]
     mode: str
     degraded: bool
     took_ms: float
@@ -499,9 +532,8 @@ class SearchService:
             self.popular[normalised] += 1
         key = (query, mode, spec, depth)
         reused = self.results.get(key)
-        if reused is not None:  # a copy: callers may reorder or cut their hits
-            return replace(reused, hits=list(reused.hits), terms=list(reused.terms),
-                           took_ms=(time.perf_counter() - started) * 1000)
+        if reused is not None:  # hits are read-only (FusedHits); the rest is the caller's copy
+            return replace(reused, terms=list(reused.terms), took_ms=(time.perf_counter() - started) * 1000)
         epoch = self.results.epoch
         terms = query_terms(query)
         text: list[tuple[int, float]] | None = None
@@ -534,23 +566,23 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
-        hits = self._fuse(text, vector, vector_text)[:depth]
+        hits = self._fuse(text, vector, vector_text).cut(depth)
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
         outcome = SearchOutcome(hits=hits, mode=mode, degraded=degraded,
                                 took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
         if not degraded:
-            self.results.put(key, epoch, replace(outcome, hits=list(hits), terms=list(terms)))
+            self.results.put(key, epoch, replace(outcome, terms=list(terms)))
         return outcome
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
-              vector_text: dict[int, float] | None = None) -> list[Hit]:
+              vector_text: dict[int, float] | None = None) -> FusedHits:
         text_scores = dict(text or ())
         vector_scores = dict(vector or ())
         if text is not None and vector is None:
-            ranked = [(i, s) for i, s in text]
+            ranked = list(text)
         elif vector is not None and text is None:
-            ranked = [(i, s) for i, s in vector]
+            ranked = list(vector)
         else:
             tuning = self.tuning
             if tuning.fusion == "rrf":
@@ -565,8 +597,7 @@ class SearchService:
             exact = {i for i, s in (text or []) if s >= SKU_EXACT}
             if exact:
                 ranked.sort(key=lambda kv: kv[0] not in exact)
-        text_get, vector_get = text_scores.get, vector_scores.get
-        return [Hit(i, s, text_get(i), vector_get(i)) for i, s in ranked]
+        return FusedHits(ranked, text_scores, vector_scores)
 
     # -- the other entry points -------------------------------------------------------------
 
@@ -632,7 +663,7 @@ class SearchService:
                 ids = [h.material_id for h in outcome.hits]
                 units = dict(await conn.fetch("SELECT id, unit_code FROM materials WHERE id = ANY($1::bigint[])", ids))
             if code is not None:
-                outcome.hits.sort(key=lambda h: units.get(h.material_id) != code)
+                outcome.hits = sorted(outcome.hits, key=lambda h: units.get(h.material_id) != code)
         outcome.hits = outcome.hits[:first]
         return outcome
 

@@ -49,9 +49,10 @@ async def test_a_repeated_search_is_reused_and_a_write_drops_it(empty_catalog: P
     again = await service.search("цемент", ALL, "TEXT")
     assert [h.material_id for h in again.hits] == first
     assert stats.round_trips == 0 and service.results.hits == 1
-    # The caller's copy is its own: reordering it does not change what is kept.
-    again.hits.reverse()
-    assert await _ids(service, "цемент", "TEXT") == first
+    # What callers get cannot change what is kept: the hits are read-only, the rest a copy.
+    assert not hasattr(again.hits, "reverse") and not hasattr(again.hits, "__setitem__")
+    again.terms.append("бетон")
+    assert "бетон" not in (await service.search("цемент", ALL, "TEXT")).terms
     # Another mode, query or filter is another entry.
     await service.search("цемент", ALL, "HYBRID")
     await service.search("цемент", MaterialFilterSpec(unit="т"), "TEXT")
