@@ -134,7 +134,7 @@ class Settings:
     search_vector_weight: float = 1.0
     search_timeout_ms: int = 2000
     search_result_cache: int = 1000  # recent fused result lists reused until an index changes (0: off)
-    search_result_ttl_s: float = 60.0  # their longest life when this process runs no indexers
+    search_result_ttl_s: float = 300.0  # their longest life when this process runs no indexers
     cache: bool = True  # the two-level cache under the DataLoaders (L2 only with REDIS_URL)
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000

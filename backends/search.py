@@ -132,7 +132,7 @@ class RecentResults:
     at depth 300; `size` 0 turns reuse off.
     """
 
-    def __init__(self, size: int = 1000, ttl: float = 60.0) -> None:
+    def __init__(self, size: int = 1000, ttl: float = 300.0) -> None:
         self.size, self.ttl = size, ttl
         self.epoch = 0
         self._entries: OrderedDict[Any, tuple[float, SearchOutcome]] = OrderedDict()
@@ -182,7 +182,15 @@ def query_terms(text: str) -> list[str]:
 
 def highlight(name: str, terms: Sequence[str]) -> str:
     """`name`, HTML-escaped, with <mark> around each word that a query term matches (same stem-ish prefix)."""
-    exact, by_prefix = _term_index(tuple(terms))
+    return _highlight(name, tuple(terms))
+
+
+_ESCAPED = re.compile(r"[&<>\"']")
+
+
+@functools.lru_cache(maxsize=8192)  # a page of a repeated search highlights the same names again
+def _highlight(name: str, terms: tuple[str, ...]) -> str:
+    exact, by_prefix = _term_index(terms)
 
     def matches(word: str) -> bool:
         w = word.lower()
@@ -197,6 +205,8 @@ def highlight(name: str, terms: Sequence[str]) -> str:
                 return True
         return False
 
+    if not _ESCAPED.search(name):  # nothing to escape (most names): words marked in place
+        return _WORDS.sub(lambda m: f"<mark>{m.group(0)}</mark>" if matches(m.group(0)) else m.group(0), name)
     out: list[str] = []
     last = 0
     for m in _WORDS.finditer(name):
@@ -494,16 +504,24 @@ class SearchService:
             return {}
         params = SqlParams()
         p = params.add(list(ids))
-        score, src = "0.0", "materials m"
-        if query:
-            score = _TEXT_SCORE
-            src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
-                   "LEFT JOIN material_search s ON s.material_id = m.id")
-        where = " AND ".join(_filter_conditions(spec, params))
+        if query and spec == MaterialFilterSpec():
+            # No filter: only the text scores are read here (half the cost: no probe of
+            # `materials` per hit); liveness is checked when the hits become materials, as
+            # for the text side's hits (the request's loader drops deleted rows).
+            sql = (f"SELECT v.id, coalesce({_TEXT_SCORE}, 0.0)::float8 AS score "
+                   f"FROM {_TEXT_SCORE_FROM.format(q=params.add(query))} "
+                   f"CROSS JOIN unnest({p}::bigint[]) AS v(id) LEFT JOIN material_search s ON s.material_id = v.id")
+        else:
+            score, src = "0.0", "materials m"
+            if query:
+                score = _TEXT_SCORE
+                src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
+                       "LEFT JOIN material_search s ON s.material_id = m.id")
+            where = " AND ".join(_filter_conditions(spec, params))
+            sql = (f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM {src} "
+                   f"WHERE m.id = ANY({p}::bigint[]) AND {where}")
         async with self.pg.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM {src} "
-                f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
+            rows = await conn.fetch(sql, *params.values)
         return {r["id"]: r["score"] for r in rows}
 
     async def vector_side(self, query: str, spec: MaterialFilterSpec,

@@ -311,7 +311,8 @@ def main() -> int:
           f"{'met' if hybrid['p95_ms'] < 50 else 'NOT met'} ({hybrid['p95_ms']} ms)")
     out = RESULTS / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_bytes(orjson.dumps({"figures": figures, "cold_embedding": cold, "summary": summary,
-                                  "args": vars(args)}, option=orjson.OPT_INDENT_2))
+                                  "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
+                                  option=orjson.OPT_INDENT_2))
     print(f"written {out}")
     return 0
 
