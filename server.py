@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -134,7 +135,7 @@ class Settings:
     search_vector_weight: float = 1.0
     search_timeout_ms: int = 2000
     search_result_cache: int = 1000  # recent fused result lists reused until an index changes (0: off)
-    search_result_ttl_s: float = 300.0  # their longest life when this process runs no indexers
+    search_result_ttl_s: float = 300.0  # their longest life whatever the indexes do (a backstop)
     cache: bool = True  # the two-level cache under the DataLoaders (L2 only with REDIS_URL)
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000
@@ -526,6 +527,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     read_pg = build_read_pool(settings)  # issue 8: DATABASE_READ_URL replica (None: reads on the primary)
     catalog, prices = CatalogReader(pg, read_pg), PriceReader(pg, read_pg)
     search, indexers = build_search(settings, pg)
+    if not settings.search_indexer:  # another process indexes: reused results follow its cursors
+        from backends.search_index import follow_cursors
+
+        search.follow_indexes = functools.partial(follow_cursors, pg, indexers)
     cache, redis = build_cache(settings, pg)
     if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
         search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)

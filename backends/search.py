@@ -29,7 +29,7 @@ import logging
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, overload
@@ -125,8 +125,9 @@ class RecentResults:
     Key: the query as asked, mode, filter and depth. An entry is dropped by `invalidate()`,
     which the indexers call (backends.search_index) whenever they wrote to an index or saw
     its cursor moved by another instance; a result whose computation overlapped an
-    invalidation is not kept (the epoch it started in is gone). `ttl` (s) bounds an entry's
-    life where nothing in this process follows the indexes (SEARCH_INDEXER off).
+    invalidation is not kept (the epoch it started in is gone). A process that runs no
+    indexer reads their cursors instead (`SearchService.follow_indexes`, at most every
+    FOLLOW_INTERVAL s). `ttl` (s) bounds an entry's life whatever happens (a backstop).
     Degraded results are never kept. Liveness is still checked per page: hits become
     materials through the request's loader, which drops deleted rows. About 30 KB an entry
     at depth 300; `size` 0 turns reuse off.
@@ -393,6 +394,7 @@ WHERE {raw_lower} <% s.name_norm AND {where}
 ORDER BY {raw_lower} <<-> s.name_norm, 1 LIMIT {limit}
 """
 FEW_WORD_HITS = 20
+FOLLOW_INTERVAL = 0.5  # s between two reads of the index cursors (SearchService.follow_indexes)
 RANK_CAP = 10_000  # documents ranked at most per tier (a cap of 3,000 cost 0.03 nDCG on the dev set)
 
 
@@ -417,6 +419,10 @@ class SearchService:
         self.pg, self.embedder, self.index = pg, embedder, index
         self.tuning = tuning or SearchTuning()
         self.results = results if results is not None else RecentResults()
+        # Set where no indexer runs in this process: reads the indexes' cursors (at most every
+        # FOLLOW_INTERVAL s, on a search) so reused results follow index changes made elsewhere.
+        self.follow_indexes: Callable[[], Awaitable[None]] | None = None
+        self._next_follow = 0.0
         self.popular: Counter[str] = Counter()
         self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
@@ -548,6 +554,13 @@ class SearchService:
         normalised = normalise_query(query)
         if normalised and count:
             self.popular[normalised] += 1
+        if self.follow_indexes is not None and self.results.size and time.monotonic() >= self._next_follow:
+            self._next_follow = time.monotonic() + FOLLOW_INTERVAL
+            try:
+                await self.follow_indexes()
+            except Exception as exc:  # PostgreSQL unavailable: nothing is reused until it answers
+                log.warning("could not read the search index cursors: %s", exc)
+                self.results.invalidate()
         key = (query, mode, spec, depth)
         reused = self.results.get(key)
         if reused is not None:  # hits are read-only (FusedHits); the rest is the caller's copy

@@ -68,6 +68,7 @@ class _Followed:
     (backends.search.RecentResults) never outlives a change of the indexes by more than the
     indexer loop's interval."""
 
+    consumer: str
     on_change: Callable[[], None] | None = None
     _seen: int | None = None
 
@@ -79,6 +80,16 @@ class _Followed:
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
+
+
+async def follow_cursors(pg: PostgresBackend, indexers: Sequence[_Followed]) -> None:
+    """For a process that runs no indexer (SEARCH_INDEXER off): reads where each indexer's
+    cursor is, so a cursor moved by the process that does index drops reused results here too."""
+    async with pg.pool.acquire() as conn:
+        cursors = dict(await conn.fetch("SELECT consumer, last_event_id FROM index_cursors WHERE consumer = ANY($1::text[])",
+                                        [i.consumer for i in indexers]))
+    for indexer in indexers:
+        indexer._saw(cursors.get(indexer.consumer))
 
 
 _DOCUMENTS = """

@@ -159,3 +159,23 @@ async def test_known_words_skip_the_correction_round_trip(empty_catalog: Postgre
     # A change of the indexes forgets the known words too (a rebuild may have dropped some).
     await text.rebuild()
     assert not service.results.known_words
+
+
+async def test_a_process_that_runs_no_indexer_follows_the_cursors(empty_catalog: PostgresBackend,
+                                                                  monkeypatch) -> None:
+    import functools
+
+    import backends.search as search_module
+    from backends.search_index import follow_cursors
+
+    pg = empty_catalog
+    await create_material(pg, MaterialValues(name="Плитка керамическая", unit="м²"))
+    api, api_text, api_vectors = await _service(pg)  # from now on, this process only searches
+    api.follow_indexes = functools.partial(follow_cursors, pg, [api_text, api_vectors])
+    monkeypatch.setattr(search_module, "FOLLOW_INTERVAL", 0.0)
+    assert len(await _ids(api, "плитка", "TEXT")) == 1
+    await _ids(api, "плитка", "TEXT")
+    assert api.results.hits == 1
+    await create_material(pg, MaterialValues(name="Плитка тротуарная", unit="м²"))
+    assert await TextIndexer(pg).run_once() > 0  # another process applies the event
+    assert len(await _ids(api, "плитка", "TEXT")) == 2
