@@ -26,8 +26,10 @@ import asyncio
 import functools
 import html
 import logging
+import math
 import re
 import time
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -77,19 +79,24 @@ class Hit:
 
 
 class FusedHits(Sequence[Hit]):
-    """The fused list, read-only: Hit objects are made only for what is read (a page of 20 out
-    of up to 600 candidates), and one list can be shared (RecentResults)."""
+    """The fused list, read-only and compact (four arrays, ~10 KB for 300 hits): Hit objects
+    are made only for what is read (a page of 20), and one list can be shared (RecentResults)."""
 
-    __slots__ = ("_ranked", "_text", "_vector")
+    __slots__ = ("_ids", "_scores", "_text", "_vector")
 
-    def __init__(self, ranked: list[tuple[int, float]], text: dict[int, float], vector: dict[int, float]) -> None:
-        self._ranked, self._text, self._vector = ranked, text, vector
+    def __init__(self, ranked: Sequence[tuple[int, float]], text: dict[int, float], vector: dict[int, float]) -> None:
+        nan = math.nan
+        self._ids = array("q", [i for i, _ in ranked])
+        self._scores = array("d", [s for _, s in ranked])
+        self._text = array("d", [text.get(i, nan) for i, _ in ranked])
+        self._vector = array("d", [vector.get(i, nan) for i, _ in ranked])
 
     def __len__(self) -> int:
-        return len(self._ranked)
+        return len(self._ids)
 
-    def _hit(self, item: tuple[int, float]) -> Hit:
-        return Hit(item[0], item[1], self._text.get(item[0]), self._vector.get(item[0]))
+    def _hit(self, k: int) -> Hit:
+        t, v = self._text[k], self._vector[k]
+        return Hit(self._ids[k], self._scores[k], None if t != t else t, None if v != v else v)  # NaN: none
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...
@@ -99,14 +106,23 @@ class FusedHits(Sequence[Hit]):
 
     def __getitem__(self, index: int | slice) -> Hit | list[Hit]:
         if isinstance(index, slice):
-            return [self._hit(item) for item in self._ranked[index]]
-        return self._hit(self._ranked[index])
+            return [self._hit(k) for k in range(*index.indices(len(self._ids)))]
+        if index < 0:
+            index += len(self._ids)
+        if not 0 <= index < len(self._ids):
+            raise IndexError(index)
+        return self._hit(index)
 
     def __iter__(self) -> Iterator[Hit]:
-        return map(self._hit, self._ranked)
+        return map(self._hit, range(len(self._ids)))
 
     def cut(self, depth: int) -> FusedHits:
-        return self if len(self._ranked) <= depth else FusedHits(self._ranked[:depth], self._text, self._vector)
+        if len(self._ids) <= depth:
+            return self
+        cut = FusedHits.__new__(FusedHits)
+        cut._ids, cut._scores = self._ids[:depth], self._scores[:depth]
+        cut._text, cut._vector = self._text[:depth], self._vector[:depth]
+        return cut
 
 
 @dataclass
@@ -129,7 +145,7 @@ class RecentResults:
     indexer reads their cursors instead (`SearchService.follow_indexes`, at most every
     FOLLOW_INTERVAL s). `ttl` (s) bounds an entry's life whatever happens (a backstop).
     Degraded results are never kept. Liveness is still checked per page: hits become
-    materials through the request's loader, which drops deleted rows. About 30 KB an entry
+    materials through the request's loader, which drops deleted rows. About 12 KB an entry
     at depth 300; `size` 0 turns reuse off.
     """
 
