@@ -144,7 +144,8 @@ class RecentResults:
     invalidation is not kept (the epoch it started in is gone). A process that runs no
     indexer reads their cursors instead (`SearchService.follow_indexes`, at most every
     FOLLOW_INTERVAL s). `ttl` (s) bounds an entry's life whatever happens (a backstop).
-    Degraded results are never kept. Liveness is still checked per page: hits become
+    Degraded results are never kept, and a kept one is not served while the vector side
+    looks unavailable (`SearchService._vectors_look_available`). Liveness is still checked per page: hits become
     materials through the request's loader, which drops deleted rows. About 12 KB an entry
     at depth 300; `size` 0 turns reuse off.
     """
@@ -467,6 +468,18 @@ class SearchService:
             self.vectors_open = True
             return True
 
+    def _vectors_look_available(self) -> bool:
+        """Whether the vector side would be tried now: open store, no open circuit. A reused
+        result stands for a search of both sides, so it is not served while this is False:
+        the search runs and says `degraded` (and its failures open the circuit)."""
+        if self.index is None or self.embedder is None or not self.vectors_open:
+            return False
+        for guarded in (self.index, self.embedder):
+            breaker = getattr(guarded, "breaker", None)
+            if breaker is not None and not breaker.allows_calls:
+                return False
+        return bool(getattr(getattr(self.index, "inner", self.index), "is_open", True))
+
     # -- the two sides ------------------------------------------------------------------
 
     async def text_side(self, query: str, spec: MaterialFilterSpec,
@@ -578,7 +591,7 @@ class SearchService:
                 log.warning("could not read the search index cursors: %s", exc)
                 self.results.invalidate()
         key = (query, mode, spec, depth)
-        reused = self.results.get(key)
+        reused = self.results.get(key) if mode == "TEXT" or self._vectors_look_available() else None
         if reused is not None:  # hits are read-only (FusedHits); the rest is the caller's copy
             return replace(reused, terms=list(reused.terms), took_ms=(time.perf_counter() - started) * 1000)
         epoch = self.results.epoch

@@ -116,6 +116,14 @@ async def test_degraded_results_are_not_kept_and_reuse_can_be_off(empty_catalog:
     await service.index.close()  # the vector side fails: degraded
     outcome = await service.search("кирпич", ALL, "HYBRID")
     assert outcome.degraded and outcome.hits and len(service.results) == 0
+    await service.index.open(service.embedder.model_id, service.embedder.dim)
+    await VectorIndexer(pg, service.embedder, service.index).rebuild()
+    assert not (await service.search("кирпич", ALL, "HYBRID")).degraded
+    assert len(service.results) == 1
+    # A store that goes away again: what was kept is not served, the search says degraded.
+    await service.index.close()
+    assert (await service.search("кирпич", ALL, "HYBRID")).degraded
+    assert not (await service.search("кирпич", ALL, "TEXT")).degraded  # the text side alone is whole
 
     off, _, _ = await _service(pg, size=0)
     await off.search("кирпич", ALL, "TEXT")
