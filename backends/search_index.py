@@ -61,6 +61,37 @@ async def _events_after(conn: asyncpg.Connection, after: int, limit: int,
     return rows[-1]["id"], [r for r in rows if r["topic"] in topics]
 
 
+class _Followed:
+    """What an indexer tells search when its index may have changed: `on_change()` runs after
+    it wrote (once committed), and whenever the cursor it reads moved since it last looked
+    (another instance applied events), so search's reuse of recent results
+    (backends.search.RecentResults) never outlives a change of the indexes by more than the
+    indexer loop's interval."""
+
+    consumer: str
+    on_change: Callable[[], None] | None = None
+    _seen: int | None = None
+
+    def _saw(self, cursor: int | None) -> None:
+        if cursor != self._seen:
+            self._seen = cursor
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+
+async def follow_cursors(pg: PostgresBackend, indexers: Sequence[_Followed]) -> None:
+    """For a process that runs no indexer (SEARCH_INDEXER off): reads where each indexer's
+    cursor is, so a cursor moved by the process that does index drops reused results here too."""
+    async with pg.pool.acquire() as conn:
+        cursors = dict(await conn.fetch("SELECT consumer, last_event_id FROM index_cursors WHERE consumer = ANY($1::text[])",
+                                        [i.consumer for i in indexers]))
+    for indexer in indexers:
+        indexer._saw(cursors.get(indexer.consumer))
+
+
 _DOCUMENTS = """
     INSERT INTO material_search (material_id, name_norm, document)
     SELECT m.id, search_split(m.name), material_document(m.name, m.sku, m.description)
@@ -78,13 +109,14 @@ _WORDS = """
 """
 
 
-class TextIndexer:
+class TextIndexer(_Followed):
     """`material_search` from the outbox: documents of created/updated materials, deletions."""
 
     consumer = "text"
 
-    def __init__(self, pg: PostgresBackend, *, batch: int = 5000) -> None:
-        self.pg, self.batch = pg, batch
+    def __init__(self, pg: PostgresBackend, *, batch: int = 5000,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.pg, self.batch, self.on_change = pg, batch, on_change
 
     async def rebuild(self) -> int:
         """All documents from the catalog, in one transaction; the cursor moves to the newest event."""
@@ -96,6 +128,8 @@ class TextIndexer:
             await conn.execute(_WORDS.format(where=""))
             count = await conn.fetchval("SELECT count(*) FROM material_search")
             await _set_cursor(conn, self.consumer, last, {"documents": count})
+        self._seen = last
+        self._changed()
         # Fresh statistics, or the planner guesses at the new table (seconds-long plans at 40k rows).
         async with self.pg.pool.acquire() as conn:
             await conn.execute("ANALYZE material_search, search_words")
@@ -109,6 +143,7 @@ class TextIndexer:
                 return 0
             cursor = await _cursor(conn, self.consumer)
             if cursor is not None:
+                self._saw(cursor)
                 last, events = await _events_after(conn, cursor, self.batch, MATERIAL_TOPICS)
                 if last == cursor:
                     return 0
@@ -118,7 +153,9 @@ class TextIndexer:
                     await conn.execute(_DOCUMENTS.format(where="AND m.id = ANY($1::bigint[])"), ids)
                     await conn.execute(_WORDS.format(where="AND s.material_id = ANY($1::bigint[])"), ids)
                 await _set_cursor(conn, self.consumer, last, {"applied": len(ids)})
-                return last - cursor
+        if cursor is not None:  # committed
+            self._saw(last)
+            return last - cursor
         await self.rebuild()
         return 1
 
@@ -156,13 +193,13 @@ def payload_of(row: asyncpg.Record) -> VectorPayload:
     )
 
 
-class VectorIndexer:
+class VectorIndexer(_Followed):
     """The vector collection of one model from the outbox: embeddings, payloads, deletions."""
 
     def __init__(self, pg: PostgresBackend, embedder: Embedder, index: VectorIndex, *,
-                 batch: int = 256, events_batch: int = 5000) -> None:
+                 batch: int = 256, events_batch: int = 5000, on_change: Callable[[], None] | None = None) -> None:
         self.pg, self.embedder, self.index = pg, embedder, index
-        self.batch, self.events_batch = batch, events_batch
+        self.batch, self.events_batch, self.on_change = batch, events_batch, on_change
         self.consumer = f"vectors:{index.kind}:{collection_name(embedder.model_id)}"
 
     async def _embed(self, ids: Sequence[int]) -> int:
@@ -181,6 +218,7 @@ class VectorIndexer:
                 written += len(rows)
             if gone:
                 await self.index.delete(gone)
+            self._changed()
         return written
 
     async def rebuild(self, progress: Progress | None = None) -> int:
@@ -197,6 +235,8 @@ class VectorIndexer:
                 progress(min(start + self.batch * 4, len(ids)), len(ids))
         async with self.pg.pool.acquire() as conn:
             await _set_cursor(conn, self.consumer, last, {"points": done, "model": self.embedder.model_id})
+        self._seen = last
+        self._changed()
         return done
 
     async def needs_rebuild(self) -> bool:
@@ -214,6 +254,7 @@ class VectorIndexer:
             cursor = await _cursor(conn, self.consumer)
             if cursor is None:
                 return 0
+            self._saw(cursor)
             last, events = await _events_after(conn, cursor, self.events_batch, (*MATERIAL_TOPICS, "price.changed"))
         if last == cursor:
             return 0
@@ -234,8 +275,11 @@ class VectorIndexer:
             gone = [i for i in priced if i not in live]
             if gone:
                 await self.index.delete(gone)
+        # The index changed before the cursor moves: results read meanwhile are not kept either.
+        self._changed()
         async with self.pg.pool.acquire() as conn:
             await _set_cursor(conn, self.consumer, last, {"embedded": len(changed), "payloads": len(priced)})
+        self._saw(last)
         return last - cursor
 
 

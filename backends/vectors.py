@@ -122,6 +122,11 @@ class QdrantClientIndex:
         self.dim = 0
 
     @property
+    def is_open(self) -> bool:
+        """A client is open (a server's own outage shows only when a call fails)."""
+        return self._client is not None
+
+    @property
     def local(self) -> bool:
         return self.url is None
 

@@ -193,6 +193,11 @@ class EdgeIndex:
         return self._shard is not None and self._unindexed < self.optimize_threshold
 
     @property
+    def is_open(self) -> bool:
+        """The store is open here (search's reuse of recent results asks, backends.search)."""
+        return self._shard is not None
+
+    @property
     def optimizing(self) -> bool:
         """A background HNSW build is running."""
         return self._build is not None and not self._build.done()

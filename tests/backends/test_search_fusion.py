@@ -54,3 +54,20 @@ def test_one_side_alone_keeps_its_order() -> None:
     service = _service()
     assert [h.material_id for h in service._fuse([(4, 0.3), (2, 0.2)], None)] == [4, 2]
     assert [h.material_id for h in service._fuse(None, [(9, 0.7), (1, 0.6)])] == [9, 1]
+
+
+def test_the_fused_list_makes_the_same_hits_however_it_is_read() -> None:
+    service = _service()
+    text = [(i, 1.0 + i / 100) for i in range(1, 40)]
+    vector = [(i, 0.9 - i / 1000) for i in range(20, 80)]
+    hits = service._fuse(text, vector, {i: 0.5 for i in range(40, 80)})
+    whole = list(hits)
+    assert len(hits) == len(whole) == 79
+    assert hits[10:30] == whole[10:30] and hits[-1] == whole[-1] and hits[0] == whole[0]
+    # Ties on the fused score go by id; scores never rise down the list.
+    scores = [h.score for h in whole]
+    assert scores == sorted(scores, reverse=True)
+    assert list(hits.cut(25)) == whole[:25] and hits.cut(500) is hits
+    by_id = {h.material_id: h for h in whole}
+    assert by_id[5].vector_score is None and by_id[5].text_score == pytest.approx(1.05)
+    assert by_id[70].text_score is None and by_id[70].vector_score == pytest.approx(0.83)
