@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import itertools
 import logging
 import re
 import time
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from backends.catalog import MaterialFilterSpec, _filter_conditions
-from backends.embedder import Embedder, SharedQueryVectors, normalise_query
+from backends.embedder import _SPACES, Embedder, SharedQueryVectors, normalise_query
 from backends.postgres import PostgresBackend
 from backends.search_index import _PAYLOADS, passage_text
 from backends.sql import SqlParams, like_prefix
@@ -162,34 +163,172 @@ def best_correction(word: str, candidates: Sequence[tuple[str, int]]) -> str | N
     return best[2] if best else None
 
 
-# For each query word the vocabulary does not hold, the words that share enough trigrams with it.
-_CORRECTIONS_SQL = """
+# Units and dimensions written the way product names write them ("24 inch" -> "24 in",
+# "18v" -> "18 volt", "1 1/4" -> "1-1/4", "4by4" -> "4 x 4"). Only after a number, so a word
+# like "foot" in "foot rest" stays; the query as written is searched as well, so a rewrite can
+# only add matches.
+_NUMBER_UNIT = re.compile(
+    r"(\d)\s*-?\s*(inches|inchs|inch|in|\"|''|feet|foot|ft|'|pounds|pound|lbs|lb|gallons|gallon|gal"
+    r"|ounces|ounce|oz|quarts|quart|qt|yards|yard|yd|volts|volt|v|watts|watt|w|amps|amp"
+    r"|millimeters|millimetres|millimeter|millimetre|mm)(?![^\W_])",
+    re.UNICODE,
+)
+_UNIT_FORMS = {
+    "inches": "in", "inchs": "in", "inch": "in", "in": "in", '"': "in", "''": "in",
+    "feet": "ft", "foot": "ft", "ft": "ft", "'": "ft", "pounds": "lb", "pound": "lb", "lbs": "lb", "lb": "lb",
+    "gallons": "gal", "gallon": "gal", "gal": "gal", "ounces": "oz", "ounce": "oz", "oz": "oz",
+    "quarts": "qt", "quart": "qt", "qt": "qt", "yards": "yd", "yard": "yd", "yd": "yd",
+    "volts": "volt", "volt": "volt", "v": "volt", "watts": "watt", "watt": "watt", "w": "watt",
+    "amps": "amp", "amp": "amp", "millimeters": "mm", "millimetres": "mm", "millimeter": "mm",
+    "millimetre": "mm", "mm": "mm",
+}
+_BY = re.compile(r"(\d)\s*(?:by|x|\*)\s*(?=\d)")  # 4by4, 36 x42 -> "4 x 4", "36 x 42"
+_MIXED_FRACTION = re.compile(r"(?<![\d/.])(\d+)\s+(\d+/\d+)")  # "1 1/4" -> "1-1/4", as names write it
+_AREA = re.compile(r"\b(?:sq|square)\.?\s*(?:ft|feet|foot)\b\.?")
+_VOLUME = re.compile(r"\b(?:cu|cubic)\.?\s*(?:ft|feet|foot)\b\.?")
+
+
+def normalise_units(text: str) -> str:
+    """`text` (normalised) with units and dimensions spelt as product names spell them."""
+    text = _AREA.sub(" sq ft ", text)
+    text = _VOLUME.sub(" cu ft ", text)
+    text = _BY.sub(r"\1 x ", text)
+    text = _MIXED_FRACTION.sub(r"\1-\2", text)
+    text = _NUMBER_UNIT.sub(lambda m: f"{m.group(1)} {_UNIT_FORMS[m.group(2)]} ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+# One round trip for the vocabulary step: for each query word the vocabulary does not hold, or
+# holds only rarely ($3: at most that many names), the words that share enough trigrams with it;
+# and the counts of the exact words in $2 (the query's words, halves of long words, adjacent
+# words joined).
+_VOCABULARY_SQL = """
 SELECT w.word AS asked, c.word, c.ndoc
 FROM unnest($1::text[]) AS w(word)
 CROSS JOIN LATERAL (
     SELECT s.word, s.ndoc FROM search_words s
-    WHERE s.word % w.word AND NOT EXISTS (SELECT 1 FROM search_words k WHERE k.word = w.word)
+    WHERE s.word % w.word
+      AND NOT EXISTS (SELECT 1 FROM search_words k WHERE k.word >= w.word AND k.word <= w.word AND k.ndoc > $3)
     ORDER BY similarity(s.word, w.word) DESC, s.ndoc DESC LIMIT 12
 ) c
+UNION ALL
+SELECT NULL, s.word, s.ndoc FROM unnest($2::text[]) AS e(word)
+CROSS JOIN LATERAL (SELECT s.word, s.ndoc FROM search_words s WHERE s.word >= e.word AND s.word <= e.word) s
 """
+# (Exact words are looked up as a range, `>= AND <=`: for `=` the planner takes the trigram
+# index, which is slow for short words like "te" - 10-25 ms a word instead of 0.05.)
 CORRECTABLE = re.compile(r"[^\W\d_]{4,}", re.UNICODE)  # words of letters only, four or more
+_LETTER_WORDS = re.compile(r"[^\W\d_]+", re.UNICODE)
+RARE_WORD = 2  # a word in at most this many names may be a misspelling too ("guage" beside "gauge")
+RARE_RATIO = 20  # ... corrected to a word at least this many times as common
+SPLIT_PART = 3  # the shortest half of a split compound ("firepit" -> "fire pit")
+
+
+@dataclass(frozen=True)
+class QueryRewrite:
+    corrected: str | None  # the query with misspelt or run-together words mended; None if none were
+    searched: str | None  # what the text side searches besides the query as written (units spelt as names spell them)
+
+
+def _one_edit(word: str) -> set[str]:
+    """`word` with two adjacent letters swapped or one letter left out: the commonest typos."""
+    swapped = {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)}
+    return (swapped | {word[:i] + word[i + 1:] for i in range(len(word))}) - {word}
+
+
+def _halves(word: str) -> list[tuple[str, str]]:
+    return [(word[:i], word[i:]) for i in range(SPLIT_PART, len(word) - SPLIT_PART + 1)]
+
+
+_ENDINGS = ("s", "es", "d", "ed", "ing")
+
+
+def _inflection(word: str, other: str) -> bool:
+    """Whether one word is the other with an English ending added: "hoods", "hood"."""
+    short, long_ = sorted((word, other), key=len)
+    return len(short) >= 3 and long_.startswith(short) and long_[len(short):] in _ENDINGS
+
+
+def mended_words(words: Sequence[str], counts: dict[str, int],
+                 candidates: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
+    """For each of `words` that the vocabulary (`counts`: word -> names holding it) lacks or holds
+    rarely, what to search instead: two common words it runs together ("firepit" -> "fire pit"),
+    else its likely spelling ("infared" -> "infrared")."""
+    out: dict[str, str] = {}
+    for word in words:
+        own = counts.get(word, 0)
+        if own > RARE_WORD:
+            continue
+        floor = RARE_RATIO * max(own, 1)
+        split = max(((min(counts.get(a, 0), counts.get(b, 0)), a, b) for a, b in _halves(word)), default=None)
+        if split is not None and split[0] >= floor:
+            out[word] = f"{split[1]} {split[2]}"
+            continue
+        near = candidates.get(word, ())
+        if any(_inflection(word, c) for c, _ in near):
+            continue  # the stemmer finds "hood" for "hoods" already
+        if own:  # a rare word: one edit from a far more common one ("guage" -> "gauge")
+            near = [(c, n) for c, n in near if n >= floor and edit_distance(word, c) == 1]
+        if fix := best_correction(word, near):
+            out[word] = fix
+    return out
+
+
+def apply_mending(text: str, replaced: dict[str, str], counts: dict[str, int]) -> str:
+    """`text` with the words in `replaced` replaced, then each two adjacent words that names
+    hold as one word joined ("closet maid" -> "closetmaid")."""
+    words = _LETTER_WORDS.sub(lambda m: replaced.get(m.group(0), m.group(0)), text).split(" ")
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        joined = words[i] + words[i + 1] if i + 1 < len(words) else ""
+        if joined.isalpha() and counts.get(joined, 0) > RARE_WORD:
+            out.append(joined)
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
+async def rewrite_query(conn: Any, query: str) -> QueryRewrite:
+    """The query's words checked against the names' vocabulary (one round trip; none for a query
+    with no word of four letters or more) and its units spelt as names spell them."""
+    normalised = normalise_query(query)
+    united = normalise_units(normalised)
+    words = list(dict.fromkeys(CORRECTABLE.findall(united)))[:8]
+    if not words:
+        return QueryRewrite(corrected=None, searched=united if united != normalised else None)
+    letter_words = _LETTER_WORDS.findall(united)
+    exact = set(letter_words)
+    edits = {w: _one_edit(w) for w in words}
+    for w in words:
+        exact.update(part for pair in _halves(w) for part in pair)
+        exact.update(edits[w])
+    exact.update(a + b for a, b in itertools.pairwise(letter_words))
+    counts: dict[str, int] = {}
+    candidates: dict[str, list[tuple[str, int]]] = {}
+    for r in await conn.fetch(_VOCABULARY_SQL, words, sorted(exact), RARE_WORD):
+        if r["asked"] is None:
+            counts[r["word"]] = r["ndoc"]
+        else:
+            candidates.setdefault(r["asked"], []).append((r["word"], r["ndoc"]))
+    for w in words:  # trigrams miss these for short words ("guage" and "gauge" share two of ten)
+        known = {c for c, _ in candidates.get(w, ())}
+        candidates.setdefault(w, []).extend((e, counts[e]) for e in edits[w] if e in counts and e not in known)
+    replaced = mended_words(words, counts, candidates)
+    searched = normalise_units(apply_mending(united, replaced, counts))
+    # Shown to the user: the words mended, the units as written.
+    corrected = apply_mending(normalised, replaced, counts)
+    return QueryRewrite(corrected=corrected if corrected != normalised else None,
+                        searched=searched if searched != normalised else None)
 
 
 async def corrected_query(conn: Any, query: str) -> str | None:
     """`query` (normalised) with each word that no material name holds replaced by its likely
     spelling ("infared grills" -> "infrared grills", "цемнт" -> "цемент"); None when nothing
-    was replaced. One round trip; words the vocabulary knows cost nothing more."""
-    normalised = normalise_query(query)
-    words = list(dict.fromkeys(CORRECTABLE.findall(normalised)))[:8]
-    if not words:
-        return None
-    candidates: dict[str, list[tuple[str, int]]] = {}
-    for r in await conn.fetch(_CORRECTIONS_SQL, words):
-        candidates.setdefault(r["asked"], []).append((r["word"], r["ndoc"]))
-    replaced = {w: c for w in words if (c := best_correction(w, candidates.get(w, ())))}
-    if not replaced:
-        return None
-    return CORRECTABLE.sub(lambda m: replaced.get(m.group(0), m.group(0)), normalised)
+    was replaced."""
+    return (await rewrite_query(conn, query)).corrected
 
 
 SKU_EXACT, SKU_PREFIX = 1000.0, 500.0  # the text side's scores of SKU matches (see _TEXT_SQL)
@@ -332,11 +471,12 @@ class SearchService:
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
         async with self.pg.pool.acquire() as conn:
-            corrected = await corrected_query(conn, raw)
+            rewrite = await rewrite_query(conn, raw)
+            corrected = rewrite.corrected
             params = SqlParams()
             asked = params.add(raw)
-            # The words as written or as corrected: a correction adds matches, never removes any.
-            variants = [asked] + ([params.add(corrected)] if corrected else [])
+            # The words as written or as rewritten: a rewrite adds matches, never removes any.
+            variants = [asked] + ([params.add(rewrite.searched)] if rewrite.searched else [])
             every = " || ".join(f"search_tsquery({v}, true)" for v in variants)
             any_ = " || ".join(f"search_tsquery({v}, false)" for v in variants)
             # The SKU branches always read `materials m`; the word branches only with a filter.

@@ -81,14 +81,14 @@ def mean(values: Sequence[tuple[float, float, float]]) -> tuple[float, float, fl
     return tuple(sum(v[i] for v in values) / n for i in range(3))  # type: ignore[return-value]
 
 
-async def fresh_database(server: str) -> str:
+async def fresh_database(server: str, name: str = DATABASE) -> str:
     admin = await asyncpg.connect(server.rstrip("/") + "/postgres")
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return server.rstrip("/") + "/" + DATABASE
+    return server.rstrip("/") + "/" + name
 
 
 async def load_corpus(pg: PostgresBackend, corpus: dict[str, str]) -> tuple[dict[int, list[str]], float]:
@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> None:
     if args.limit:
         queries = dict(list(queries.items())[: args.limit])
     print(f"{len(corpus)} products, {len(queries)} queries, {sum(len(v) for v in qrels.values())} judgements")
-    url = await fresh_database(args.database_url)
+    url = await fresh_database(args.database_url, args.db_name)
     pg = PostgresBackend(url, min_size=1, max_size=8)
     await pg.open()
     embedder = CachedPassages(E5Embedder())
@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with corpus/queries/qrels")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                                 "postgresql://postgres@127.0.0.1:5432"))
+    parser.add_argument("--db-name", default=DATABASE, help=f"database to (re)create (default {DATABASE})")
     parser.add_argument("--limit", type=int, default=0, help="only the first N queries")
     parser.add_argument("--modes", type=lambda v: v.upper().split(","), default=["TEXT", "VECTOR", "HYBRID"],
                         help="comma-separated modes (default TEXT,VECTOR,HYBRID; TEXT alone skips the vectors)")
