@@ -393,10 +393,13 @@ SELECT id, max(score) AS score, min(branch) AS branch FROM (
 """
 
 # The text side's score of one document (`s.document`) for query text {q}, as in _TEXT_SQL:
-# `_TEXT_SCORE_FROM` parses the query once: OFFSET 0 keeps the planner from pulling the
+# `_text_score_from` parses the query (as written, and as rewritten) once: OFFSET 0 keeps the planner from pulling the
 # subquery up, which under a generic plan parsed it again for every row (4.4 ms -> 1.5 ms
 # for 300 rows).
-_TEXT_SCORE_FROM = "(SELECT search_tsquery({q}, true) AS every, search_tsquery({q}, false) AS any OFFSET 0) q"
+def _text_score_from(variants: Sequence[str]) -> str:
+    every = " || ".join(f"search_tsquery({v}, true)" for v in variants)
+    any_ = " || ".join(f"search_tsquery({v}, false)" for v in variants)
+    return f"(SELECT {every} AS every, {any_} AS any OFFSET 0) q"
 _TEXT_SCORE = ("(CASE WHEN s.document @@ q.every THEN 1.0 ELSE 0.0 END"
                " + least(ts_rank('{0.05, 0.2, 0.5, 1.0}', s.document, q.any, 1), 0.999))")
 
@@ -462,16 +465,25 @@ class SearchService:
 
     # -- the two sides ------------------------------------------------------------------
 
-    async def text_side(self, query: str, spec: MaterialFilterSpec,
-                        limit: int) -> tuple[list[tuple[int, float]], str | None]:
-        """The text side's hits, and the query with misspelt words corrected (None when none were)."""
+    async def rewrite(self, query: str) -> QueryRewrite:
+        """The query checked against the names' vocabulary (see `rewrite_query`)."""
+        if not query.strip():
+            return QueryRewrite(None, None)
+        async with self.pg.pool.acquire() as conn:
+            return await rewrite_query(conn, query.strip())
+
+    async def text_side(self, query: str, spec: MaterialFilterSpec, limit: int,
+                        rewrite: QueryRewrite | None = None) -> tuple[list[tuple[int, float]], str | None]:
+        """The text side's hits, and the query with misspelt words corrected (None when none were).
+        `rewrite`: the query's rewrite when the caller has it already."""
         raw = query.strip()
         if not raw:
             return [], None
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
         async with self.pg.pool.acquire() as conn:
-            rewrite = await rewrite_query(conn, raw)
+            if rewrite is None:
+                rewrite = await rewrite_query(conn, raw)
             corrected = rewrite.corrected
             params = SqlParams()
             asked = params.add(raw)
@@ -513,9 +525,11 @@ class SearchService:
             price_max=float(spec.price_max) if spec.price_max is not None and rub else None,
         )
 
-    async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec, query: str | None = None) -> dict[int, float]:
+    async def _live(self, ids: Sequence[int], spec: MaterialFilterSpec, query: str | None = None,
+                    searched: str | None = None) -> dict[int, float]:
         """Which of `ids` exist, are not deleted and pass every filter, by PostgreSQL; with
-        `query`, each one's full-text score for it (as the text side scores it), else 0."""
+        `query` (and the rewrite the text side searches besides it), each one's full-text score
+        for it (as the text side scores it), else 0."""
         if not ids:
             return {}
         params = SqlParams()
@@ -523,7 +537,8 @@ class SearchService:
         score, src = "0.0", "materials m"
         if query:
             score = _TEXT_SCORE
-            src = (f"{_TEXT_SCORE_FROM.format(q=params.add(query))} CROSS JOIN materials m "
+            variants = [params.add(query)] + ([params.add(searched)] if searched else [])
+            src = (f"{_text_score_from(variants)} CROSS JOIN materials m "
                    "LEFT JOIN material_search s ON s.material_id = m.id")
         where = " AND ".join(_filter_conditions(spec, params))
         async with self.pg.pool.acquire() as conn:
@@ -532,9 +547,10 @@ class SearchService:
                 f"WHERE m.id = ANY({p}::bigint[]) AND {where}", *params.values)
         return {r["id"]: r["score"] for r in rows}
 
-    async def vector_side(self, query: str, spec: MaterialFilterSpec,
-                          limit: int) -> tuple[list[tuple[int, float]], dict[int, float]]:
-        """The vector side's live hits (id, cosine), and the full-text score of each."""
+    async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int,
+                          rewrite: QueryRewrite | None = None) -> tuple[list[tuple[int, float]], dict[int, float]]:
+        """The vector side's live hits (id, cosine), and the full-text score of each (for the
+        query as written and as `rewrite` searches it, when given)."""
         if self.embedder is None or self.index is None:
             raise SearchUnavailable("no vector index is configured")
         if not await self.open_vectors():
@@ -542,7 +558,7 @@ class SearchService:
         vector, flt = await asyncio.gather(self.embedder.query(query, self.shared_vectors),
                                            self._vector_filter(spec))
         found = await self.index.search(vector, flt, limit)
-        live = await self._live([i for i, _ in found], spec, query)
+        live = await self._live([i for i, _ in found], spec, query, rewrite.searched if rewrite else None)
         return [(i, s) for i, s in found if i in live], live
 
     # -- search ---------------------------------------------------------------------------
@@ -563,15 +579,28 @@ class SearchService:
         corrected: str | None = None
         failures: list[str] = []
 
+        sides = {"HYBRID": ("text", "vector"), "TEXT": ("text",), "VECTOR": ("vector",)}[mode]
+        rewrite: QueryRewrite | None = None
+        if len(sides) == 2:
+            # Both sides read the rewrite (the vector side scores its hits' text for it too).
+            try:
+                async with asyncio.timeout(tuning.text_timeout):
+                    rewrite = await self.rewrite(query)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the text side reports it; the vector side does without
+                log.warning("search query rewrite failed: %s", exc)
+
         async def run(side: str) -> None:
             nonlocal text, vector, vector_text, corrected
             try:
                 if side == "text":
                     async with asyncio.timeout(tuning.text_timeout):
-                        text, corrected = await self.text_side(query, spec, depth)
+                        text, corrected = await self.text_side(query, spec, depth, rewrite)
                 else:
                     async with asyncio.timeout(tuning.vector_timeout):
-                        vector, vector_text = await self.vector_side(query, spec, max(depth, tuning.vector_depth))
+                        vector, vector_text = await self.vector_side(query, spec, max(depth, tuning.vector_depth),
+                                                                     rewrite)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers
@@ -579,7 +608,6 @@ class SearchService:
                 failures.append(f"{side} side {kind}")
                 log.warning("search %s side %s", side, kind)
 
-        sides = {"HYBRID": ("text", "vector"), "TEXT": ("text",), "VECTOR": ("vector",)}[mode]
         if len(sides) == 2:
             await asyncio.gather(run("text"), run("vector"))
         else:

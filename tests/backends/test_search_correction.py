@@ -1,14 +1,25 @@
-"""Query spelling correction: the edit distance, the choice among candidates, and the
-vocabulary lookup against real PostgreSQL."""
+"""Query rewriting: spelling correction (the edit distance, the choice among candidates, the
+vocabulary lookup against real PostgreSQL), units, split and joined words, and the rewrite
+reaching both sides of a search."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
+from backends.catalog import MaterialFilterSpec
+from backends.embedder import HashEmbedder
 from backends.postgres import PostgresBackend
-from backends.search import best_correction, corrected_query, edit_distance, normalise_units, rewrite_query
-from backends.search_index import TextIndexer
+from backends.search import (
+    SearchService,
+    best_correction,
+    corrected_query,
+    edit_distance,
+    normalise_units,
+    rewrite_query,
+)
+from backends.search_index import TextIndexer, VectorIndexer
+from backends.vectors import QdrantClientIndex
 from backends.writes import MaterialValues, create_material
 
 
@@ -83,3 +94,28 @@ async def test_run_together_split_and_rare_words_are_mended_against_the_vocabula
     assert rewrite.corrected is None and rewrite.searched == "24 in range hood"
     rewrite = await rewrite_query(conn, "цемент м500")
     assert rewrite.corrected is None and rewrite.searched is None
+
+
+async def test_the_vector_side_scores_its_hits_text_for_the_rewritten_query_too(
+        empty_catalog: PostgresBackend) -> None:
+    ids = {}
+    for name in ("Chrome Showerhead", "Brass Showerhead", "Outdoor Showerhead", "Chrome Towel Bar"):
+        created, _ = await create_material(empty_catalog, MaterialValues(name=name, unit="шт"))
+        ids[name] = created["id"]
+    await TextIndexer(empty_catalog).rebuild()
+    embedder = HashEmbedder(64)
+    index = QdrantClientIndex(location=":memory:")
+    await index.open(embedder.model_id, embedder.dim)
+    await VectorIndexer(empty_catalog, embedder, index).rebuild()
+    service = SearchService(empty_catalog, embedder, index)
+    spec = MaterialFilterSpec()
+    rewrite = await service.rewrite("chrome shower head")
+    assert rewrite.searched == "chrome showerhead"
+    _, as_written = await service.vector_side("chrome shower head", spec, 10)
+    _, rewritten = await service.vector_side("chrome shower head", spec, 10, rewrite)
+    # Every word of the rewrite is in the name: the text side's score of an every-word match (>= 1).
+    assert as_written[ids["Chrome Showerhead"]] < 1.0 <= rewritten[ids["Chrome Showerhead"]]
+    assert rewritten[ids["Chrome Towel Bar"]] < 1.0
+    outcome = await service.search("chrome shower head", spec, "HYBRID", count=False)
+    assert outcome.hits[0].material_id == ids["Chrome Showerhead"] and outcome.corrected == "chrome showerhead"
+    await index.close()
