@@ -257,12 +257,12 @@ def mended_words(words: Sequence[str], counts: dict[str, int],
     out: dict[str, str] = {}
     for word in words:
         own = counts.get(word, 0)
-        if own > RARE_WORD:
-            continue
         floor = RARE_RATIO * max(own, 1)
         split = max(((min(counts.get(a, 0), counts.get(b, 0)), a, b) for a, b in _halves(word)), default=None)
-        if split is not None and split[0] >= floor:
+        if split is not None and split[0] >= floor:  # both words far commoner than the two run together
             out[word] = f"{split[1]} {split[2]}"
+            continue
+        if own > RARE_WORD:
             continue
         near = candidates.get(word, ())
         if any(_inflection(word, c) for c, _ in near):
@@ -275,9 +275,9 @@ def mended_words(words: Sequence[str], counts: dict[str, int],
 
 
 def apply_mending(text: str, replaced: dict[str, str], counts: dict[str, int]) -> str:
-    """`text` with the words in `replaced` replaced, then each two adjacent words that names
-    hold as one word joined ("closet maid" -> "closetmaid")."""
-    words = _LETTER_WORDS.sub(lambda m: replaced.get(m.group(0), m.group(0)), text).split(" ")
+    """`text` with each two adjacent words that names hold as one word joined ("closet maid" ->
+    "closetmaid"), then the words in `replaced` replaced."""
+    words = text.split(" ")
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -288,7 +288,7 @@ def apply_mending(text: str, replaced: dict[str, str], counts: dict[str, int]) -
         else:
             out.append(words[i])
             i += 1
-    return " ".join(out)
+    return _LETTER_WORDS.sub(lambda m: replaced.get(m.group(0), m.group(0)), " ".join(out))
 
 
 async def rewrite_query(conn: Any, query: str) -> QueryRewrite:
