@@ -63,6 +63,10 @@ class SearchTuning:
     vector_weight: float = 1.0  # rrf
     depth: int = 300  # how deep the text side reads, and the deepest page the fused list serves
     vector_depth: int = 300  # how deep the vector side reads (300 found more than 200 on the dev set)
+    # HYBRID: the vector side searched again for the query moved towards the first fused hits
+    # (0: off). Chosen on the dev set: R@50 0.733 -> 0.740 (k 5-10, weight 0.5-1 all +0.004-0.008).
+    feedback_k: int = 10
+    feedback_weight: float = 0.5
     text_timeout: float = 2.0
     vector_timeout: float = 2.0
 
@@ -561,6 +565,28 @@ class SearchService:
         live = await self._live([i for i, _ in found], spec, query, rewrite.searched if rewrite else None)
         return [(i, s) for i, s in found if i in live], live
 
+    async def feedback(self, query: str, spec: MaterialFilterSpec, limit: int, text: list[tuple[int, float]],
+                       vector: list[tuple[int, float]], vector_text: dict[int, float],
+                       rewrite: QueryRewrite | None = None) -> tuple[list[tuple[int, float]], dict[int, float]]:
+        """The vector side again, for the query's vector moved towards the stored vectors of the
+        first `feedback_k` fused hits (pseudo-relevance feedback: what both sides agree on
+        first says what the query means in this catalog's words); returns the new vector hits
+        and the text scores of every live hit of either round (only new ids are re-checked)."""
+        if self.embedder is None or self.index is None:
+            return vector, vector_text
+        tuning = self.tuning
+        first = [h.material_id for h in self._fuse(text, vector, vector_text)[:tuning.feedback_k]]
+        stored = await self.index.vectors_of(first)
+        if not stored:
+            return vector, vector_text
+        moved = (np.asarray(await self.embedder.query(query, self.shared_vectors), dtype=np.float32)
+                 + tuning.feedback_weight * np.mean(np.stack(list(stored.values())), axis=0))
+        moved /= float(np.linalg.norm(moved)) or 1.0
+        found = await self.index.search(moved, await self._vector_filter(spec), limit)
+        unseen = [i for i, _ in found if i not in vector_text]
+        live = {**vector_text, **await self._live(unseen, spec, query, rewrite.searched if rewrite else None)}
+        return [(i, s) for i, s in found if i in live], live
+
     # -- search ---------------------------------------------------------------------------
 
     async def search(self, query: str, spec: MaterialFilterSpec, mode: str = "HYBRID",
@@ -615,6 +641,15 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
+        if text is not None and vector is not None and tuning.feedback_k > 0:
+            try:
+                async with asyncio.timeout(tuning.vector_timeout):
+                    vector, vector_text = await self.feedback(
+                        query, spec, max(depth, tuning.vector_depth), text, vector, vector_text, rewrite)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the first pass stands
+                log.warning("search feedback round failed: %s", exc)
         hits = self._fuse(text, vector, vector_text)[:depth]
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]

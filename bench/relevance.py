@@ -204,11 +204,12 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
             sides[qid] = ((await service.text_side(text, spec, tuning.depth))[0], vector, vector_text)
     print(f"\n{len(queries)} queries x {len(modes)} modes in {time.perf_counter() - started:.1f} s "
           f"(fusion {tuning.fusion}: rank weight {tuning.rank_weight}, every-word bonus {tuning.every_word_bonus}; "
-          f"text depth {tuning.depth}, vector depth {tuning.vector_depth})")
-    print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>6}")
+          f"text depth {tuning.depth}, vector depth {tuning.vector_depth}; "
+          f"HYBRID feedback from the first {tuning.feedback_k} hits, weight {tuning.feedback_weight})")
+    print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>7}")
     for mode, values in per_mode.items():
         n, n_prime, r = mean(values)
-        print(f"{mode:<8} {n:8.3f} {n_prime:9.3f} {r:6.3f}")
+        print(f"{mode:<8} {n:8.4f} {n_prime:9.4f} {r:7.4f}")
     print("floor (BM25 over titles):   0.378     0.715  0.671;  target HYBRID: nDCG'@10 >= 0.79, R@50 >= 0.74")
     if missed:
         print(f"\nrelevant products the {modes[-1]} top 50 misses ([text list position, vector list position]):")

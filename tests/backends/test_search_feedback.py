@@ -1,0 +1,91 @@
+"""HYBRID's feedback round: the vector side searched again for the query moved towards the
+first fused hits; it never returns a deleted material and a failure leaves the first pass."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backends.catalog import MaterialFilterSpec
+from backends.embedder import HashEmbedder
+from backends.postgres import PostgresBackend
+from backends.search import SearchService, SearchTuning
+from backends.search_index import TextIndexer, VectorIndexer
+from backends.vectors import QdrantClientIndex, VectorFilter
+from backends.writes import MaterialValues, create_material, delete_material
+
+NAMES = ["Цемент М500 Д0 50кг", "Цемент М400 25кг", "Цементно-песчаная смесь М300", "Клей плиточный цементный",
+         "Арматура А500С 12мм", "Арматура А240 8мм", "Гипсокартон влагостойкий 12.5мм", "Гипсокартон 9.5мм",
+         "Песок речной мытый", "Щебень гранитный 5-20мм"]
+
+
+@pytest.fixture
+async def catalog(empty_catalog: PostgresBackend) -> AsyncIterator[tuple[PostgresBackend, Any, dict[str, int]]]:
+    ids = {}
+    for name in NAMES:
+        created, _ = await create_material(empty_catalog, MaterialValues(name=name, unit="шт"))
+        ids[name] = created["id"]
+    await TextIndexer(empty_catalog).rebuild()
+    embedder = HashEmbedder(64)
+    index = QdrantClientIndex(location=":memory:")
+    await index.open(embedder.model_id, embedder.dim)
+    await VectorIndexer(empty_catalog, embedder, index).rebuild()
+    yield empty_catalog, (embedder, index), ids
+    await index.close()
+
+
+async def test_feedback_moves_the_query_towards_the_first_fused_hits(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index, SearchTuning(feedback_k=2, feedback_weight=1.0))
+    spec = MaterialFilterSpec()
+    text, _ = await service.text_side("цемент", spec, 10)
+    vector, vector_text = await service.vector_side("цемент", spec, 10)
+    moved, scores = await service.feedback("цемент", spec, 10, text, vector, vector_text)
+    # The query's vector moved: the cosines are those of another vector, against the same points.
+    query = await embedder.query("цемент")
+    first_two = [h.material_id for h in service._fuse(text, vector, vector_text)[:2]]
+    expected = query + np.mean(np.stack([(await index.vectors_of(first_two))[i] for i in first_two]), axis=0)
+    expected /= np.linalg.norm(expected)
+    stored = await index.vectors_of([i for i, _ in moved])
+    assert all(abs(float(stored[i] @ expected) - s) < 1e-4 for i, s in moved)
+    assert dict(moved) != dict(vector)
+    # Every hit of the second round has its text score, as the first round's hits do.
+    assert {i for i, _ in moved} <= set(scores)
+    assert scores[ids["Цемент М400 25кг"]] >= 1.0 and scores[ids["Песок речной мытый"]] < 1.0
+
+
+async def test_feedback_never_returns_a_deleted_material(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index, SearchTuning(feedback_k=3))
+    gone = ids["Песок речной мытый"]
+    await delete_material(pg, gone)  # still in both indexes: its event is not applied
+    spec = MaterialFilterSpec()
+    text, _ = await service.text_side("цемент песок", spec, 10)
+    vector, vector_text = await service.vector_side("цемент песок", spec, 10)
+    assert gone in {i for i, _ in text}  # (the text side leaves liveness to the page's materials)
+    moved, scores = await service.feedback("цемент песок", spec, 10, text, vector, vector_text)
+    assert moved and gone not in {i for i, _ in moved} and gone not in scores
+    # The index does hold it: the second round's re-check is what keeps it out.
+    assert gone in {i for i, _ in await index.search(await embedder.query("песок речной мытый"), VectorFilter(), 10)}
+
+
+async def test_a_failed_feedback_round_leaves_the_first_pass(catalog: Any) -> None:
+    pg, (embedder, index), _ = catalog
+
+    class NoVectors:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(index, name)
+
+        async def vectors_of(self, point_ids: Any) -> Any:
+            raise RuntimeError("store gone")
+
+    spec = MaterialFilterSpec()
+    plain = await SearchService(pg, embedder, index, SearchTuning(feedback_k=0)).search(
+        "арматура 12", spec, "HYBRID", count=False)
+    failing = await SearchService(pg, embedder, NoVectors(), SearchTuning(feedback_k=5)).search(
+        "арматура 12", spec, "HYBRID", count=False)
+    assert [h.material_id for h in failing.hits] == [h.material_id for h in plain.hits]
+    assert not failing.degraded
