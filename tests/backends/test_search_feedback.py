@@ -89,3 +89,29 @@ async def test_a_failed_feedback_round_leaves_the_first_pass(catalog: Any) -> No
         "арматура 12", spec, "HYBRID", count=False)
     assert [h.material_id for h in failing.hits] == [h.material_id for h in plain.hits]
     assert not failing.degraded
+
+
+async def test_the_vector_side_embeds_the_corrected_query(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+
+    class Recording:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(embedder, name)
+
+        async def query(self, text: str, shared: Any = None) -> Any:
+            self.asked.append(text)
+            return await embedder.query(text, shared)
+
+    recording = Recording()
+    service = SearchService(pg, recording, index)
+    outcome = await service.search("цемнт м500", MaterialFilterSpec(), "HYBRID", count=False)
+    assert outcome.corrected == "цемент м500"
+    assert set(recording.asked) == {"цемент м500"}  # both rounds, never the typo
+    assert outcome.hits[0].material_id == ids["Цемент М500 Д0 50кг"]
+    # VECTOR alone reads no rewrite: the query as written.
+    recording.asked.clear()
+    await service.search("цемнт м500", MaterialFilterSpec(), "VECTOR", count=False)
+    assert recording.asked == ["цемнт м500"]
