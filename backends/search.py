@@ -18,6 +18,13 @@ round trip. `fusion="rrf"` is weighted reciprocal-rank fusion (`k`, `text_weight
 defaults were chosen on the relevance dev set (bench/relevance.py, figures in bench/README.md).
 Each side has a timeout; when one fails or is late, the other answers alone with
 `degraded = True`. An exact SKU match always comes first.
+
+Before both sides, the query is rewritten against the names' vocabulary (`rewrite_query`:
+units as names spell them, run-together words split, split words joined, misspellings
+corrected); the text side searches the rewrite besides the query as written, the vector side
+embeds the corrected query and scores its hits' text for the rewrite too. After both, HYBRID
+runs a feedback round (`feedback_k`): the vector side again, for the query's vector moved
+towards the first fused hits' vectors.
 """
 
 from __future__ import annotations
