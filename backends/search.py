@@ -209,10 +209,11 @@ def normalise_units(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-# One round trip for the vocabulary step: for each query word the vocabulary does not hold, or
-# holds only rarely ($3: at most that many names), the words that share enough trigrams with it;
-# and the counts of the exact words in $2 (the query's words, halves of long words, adjacent
-# words joined).
+# One round trip for the vocabulary step: for each query word the vocabulary does not hold
+# (or holds in at most $3 names), the words that share enough trigrams with it (a scan of the
+# vocabulary: the costly part, so rare words get only one-edit candidates, from $2); and the
+# counts of the exact words in $2 (the query's words, halves of long words, adjacent words
+# joined, one-edit variants).
 _VOCABULARY_SQL = """
 SELECT w.word AS asked, c.word, c.ndoc
 FROM unnest($1::text[]) AS w(word)
@@ -319,7 +320,7 @@ async def rewrite_query(conn: Any, query: str) -> QueryRewrite:
     exact.update(a + b for a, b in itertools.pairwise(letter_words))
     counts: dict[str, int] = {}
     candidates: dict[str, list[tuple[str, int]]] = {}
-    for r in await conn.fetch(_VOCABULARY_SQL, words, sorted(exact), RARE_WORD):
+    for r in await conn.fetch(_VOCABULARY_SQL, words, sorted(exact), 0):  # trigrams for unknown words only
         if r["asked"] is None:
             counts[r["word"]] = r["ndoc"]
         else:
