@@ -111,6 +111,9 @@ class GuardedVectorIndex:
     async def vector_of(self, point_id: int) -> np.ndarray | None:
         return await self.breaker.call(lambda: self.inner.vector_of(point_id))
 
+    async def vectors_of(self, point_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        return await self.breaker.call(lambda: self.inner.vectors_of(point_ids))
+
     async def count(self) -> int:
         return await self.breaker.call(self.inner.count)
 

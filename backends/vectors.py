@@ -103,6 +103,8 @@ class VectorIndex(Protocol):
 
     async def vector_of(self, point_id: int) -> np.ndarray | None: ...
 
+    async def vectors_of(self, point_ids: Sequence[int]) -> dict[int, np.ndarray]: ...
+
     async def count(self) -> int: ...
 
     async def clear(self) -> None: ...
@@ -243,6 +245,15 @@ class QdrantClientIndex:
         if not records:
             return None
         return np.asarray(records[0].vector, dtype=np.float32)
+
+    async def vectors_of(self, point_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those of `point_ids` the index holds, in one call."""
+        client = self._require()
+        if not point_ids:
+            return {}
+        records = await self._call(client.retrieve, self.collection, ids=[check_point_id(i) for i in point_ids],
+                                   with_payload=False, with_vectors=True)
+        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in records}
 
     async def count(self) -> int:
         client = self._require()

@@ -451,6 +451,17 @@ class EdgeIndex:
             return None
         return np.asarray(records[0].vector, dtype=np.float32)
 
+    async def vectors_of(self, point_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those of `point_ids` the index holds, in one call."""
+        self._require()
+        if not point_ids:
+            return {}
+        return await self._call(self._vectors_of_sync, [check_point_id(i) for i in point_ids])
+
+    def _vectors_of_sync(self, point_ids: list[int]) -> dict[int, np.ndarray]:
+        records = self._live().retrieve(point_ids, with_payload=False, with_vector=True)
+        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in records}
+
     async def count(self) -> int:
         self._require()
         return await self._call(self._count_sync)

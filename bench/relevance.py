@@ -159,7 +159,8 @@ async def run(args: argparse.Namespace) -> None:
             documents = await TextIndexer(pg).rebuild()
             print(f"text index: {documents} documents in {time.perf_counter() - started:.1f} s")
             if args.modes == ["TEXT"]:
-                await evaluate(SearchService(pg, None, None), queries, qrels, products, False, args.modes)
+                await evaluate(SearchService(pg, None, None), queries, qrels, products, False, args.modes,
+                               corpus if args.misses else None)
                 return
             started = time.perf_counter()
             points = await VectorIndexer(pg, embedder, index, batch=512).rebuild()
@@ -172,7 +173,8 @@ async def run(args: argparse.Namespace) -> None:
                 await index.optimize()
                 print(f"HNSW build: {time.perf_counter() - started:.1f} s")
             service = SearchService(pg, embedder, index, SearchTuning())
-            sides = await evaluate(service, queries, qrels, products, args.sweep, args.modes)
+            sides = await evaluate(service, queries, qrels, products, args.sweep, args.modes,
+                                   corpus if args.misses else None)
             if args.sweep:
                 sweep_fusion(service, sides, qrels, products)
         finally:
@@ -181,29 +183,65 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                   products: dict[int, list[str]], sweep: bool, modes: Sequence[str]) -> dict[str, Any]:
+                   products: dict[int, list[str]], sweep: bool, modes: Sequence[str],
+                   misses: dict[str, str] | None = None) -> dict[str, Any]:
     spec = MaterialFilterSpec()
     tuning = service.tuning
     per_mode: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     sides: dict[str, Any] = {}
+    missed: list[str] = []
     started = time.perf_counter()
     for qid, text in queries.items():
         judged = qrels.get(qid, {})
         for mode in modes:
             outcome = await service.search(text, spec, mode, count=False)
-            per_mode[mode].append(metrics(expand([h.material_id for h in outcome.hits], products), judged))
+            ranking = expand([h.material_id for h in outcome.hits], products)
+            per_mode[mode].append(metrics(ranking, judged))
+            if misses is not None and mode == modes[-1]:
+                missed += await missed_products(service, text, outcome, ranking, judged, products, misses)
         if sweep:  # each side once, as search() reads them; the sweep fuses them again per setting
             vector, vector_text = await service.vector_side(text, spec, max(tuning.depth, tuning.vector_depth))
             sides[qid] = ((await service.text_side(text, spec, tuning.depth))[0], vector, vector_text)
     print(f"\n{len(queries)} queries x {len(modes)} modes in {time.perf_counter() - started:.1f} s "
           f"(fusion {tuning.fusion}: rank weight {tuning.rank_weight}, every-word bonus {tuning.every_word_bonus}; "
-          f"text depth {tuning.depth}, vector depth {tuning.vector_depth})")
-    print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>6}")
+          f"text depth {tuning.depth}, vector depth {tuning.vector_depth}; "
+          f"HYBRID feedback from the first {tuning.feedback_k} hits, weight {tuning.feedback_weight})")
+    print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>7}")
     for mode, values in per_mode.items():
         n, n_prime, r = mean(values)
-        print(f"{mode:<8} {n:8.3f} {n_prime:9.3f} {r:6.3f}")
+        print(f"{mode:<8} {n:8.4f} {n_prime:9.4f} {r:7.4f}")
     print("floor (BM25 over titles):   0.378     0.715  0.671;  target HYBRID: nDCG'@10 >= 0.79, R@50 >= 0.74")
+    if missed:
+        print(f"\nrelevant products the {modes[-1]} top 50 misses ([text list position, vector list position]):")
+        print("\n".join(missed))
     return sides
+
+
+async def missed_products(service: SearchService, text: str, outcome: Any, ranking: list[str],
+                          judged: dict[str, int], products: dict[int, list[str]], titles: dict[str, str]) -> list[str]:
+    """The relevant products (grade >= 1) outside the top 50, each with its position in the text
+    side's list and in the vector side's list ('-': not in it)."""
+    top = set(ranking[:50])
+    lost = [p for p, g in judged.items() if g >= 1 and p not in top]
+    if not lost:
+        return []
+    spec, depth = MaterialFilterSpec(), service.tuning.depth
+    rewrite = await service.rewrite(text)
+    sides: list[dict[str, int]] = []
+    for side in ("text", "vector"):
+        if outcome.mode not in ("HYBRID", side.upper()):
+            sides.append({})
+            continue
+        if side == "text":
+            hits = (await service.text_side(text, spec, depth, rewrite))[0]
+        else:
+            hits = (await service.vector_side(text, spec, max(depth, service.tuning.vector_depth), rewrite))[0]
+        order = expand([i for i, _ in hits], products)
+        sides.append({p: i + 1 for i, p in reversed(list(enumerate(order)))})
+    out = [f"## {text!r}" + (f" (corrected: {outcome.corrected!r})" if outcome.corrected else "")]
+    for p in lost:
+        out.append(f"   grade {judged[p]} [{sides[0].get(p, '-')}, {sides[1].get(p, '-')}] {titles[p]}")
+    return out
 
 
 def sweep_fusion(service: SearchService, sides: dict[str, Any], qrels: dict[str, dict[str, int]],
@@ -234,11 +272,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with corpus/queries/qrels")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                                 "postgresql://postgres@127.0.0.1:5432"))
-    parser.add_argument("--db-name", default=DATABASE, help="the database made afresh for the run")
+    parser.add_argument("--db-name", default=DATABASE, help=f"database to (re)create (default {DATABASE})")
     parser.add_argument("--limit", type=int, default=0, help="only the first N queries")
     parser.add_argument("--modes", type=lambda v: v.upper().split(","), default=["TEXT", "VECTOR", "HYBRID"],
                         help="comma-separated modes (default TEXT,VECTOR,HYBRID; TEXT alone skips the vectors)")
     parser.add_argument("--sweep", action="store_true", help="also sweep the fusion parameters")
+    parser.add_argument("--misses", action="store_true",
+                        help="print the relevant products the last mode's top 50 misses, with each side's position")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -147,28 +147,6 @@ async def test_entries_expire_and_the_oldest_go_first(empty_catalog: PostgresBac
     assert service.results.get(("гипсокартон", "TEXT", ALL, service.tuning.depth)) is None  # expired
 
 
-async def test_known_words_skip_the_correction_round_trip(empty_catalog: PostgresBackend) -> None:
-    pg = empty_catalog
-    await create_material(pg, MaterialValues(name="Цемент М500 Д0", unit="кг"))
-    service, text, _ = await _service(pg, size=0)  # no reuse: every search runs its SQL
-
-    async def trips(query: str) -> tuple[int, str | None]:
-        stats = track_queries()
-        outcome = await service.search(query, ALL, "TEXT")
-        return stats.round_trips, outcome.corrected
-
-    first, _ = await trips("цемент м500")
-    assert "цемент" in service.results.known_words
-    second, _ = await trips("цемент м500")
-    assert second == first - 1
-    # A misspelt word is still corrected (it is never remembered as known).
-    _, corrected = await trips("цемнт")
-    assert corrected == "цемент" and "цемнт" not in service.results.known_words
-    # A change of the indexes forgets the known words too (a rebuild may have dropped some).
-    await text.rebuild()
-    assert not service.results.known_words
-
-
 async def test_a_process_that_runs_no_indexer_follows_the_cursors(empty_catalog: PostgresBackend,
                                                                   monkeypatch) -> None:
     import functools

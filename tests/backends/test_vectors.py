@@ -111,6 +111,10 @@ async def test_vector_of_and_upsert_replaces(index) -> None:
     expected = (await embedder.passages([NAMES[3][0]]))[0]
     assert np.allclose(stored, expected, atol=1e-5)
     assert await index.vector_of(12345) is None
+    # Several at once: those the index holds.
+    several = await index.vectors_of([3, 2, 12345])
+    assert set(several) == {2, 3} and np.allclose(several[3], stored, atol=1e-6)
+    assert await index.vectors_of([]) == {}
     replacement = (await embedder.passages(["кирпич красный"]))[0]
     await index.upsert([VectorPoint(3, replacement, NAMES[3][1])])
     assert await index.count() == 5

@@ -1,0 +1,129 @@
+"""HYBRID's feedback round: the vector side searched again for the query moved towards the
+first fused hits; it never returns a deleted material and a failure leaves the first pass."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backends.catalog import CatalogReader, MaterialFilterSpec
+from backends.embedder import HashEmbedder
+from backends.postgres import PostgresBackend
+from backends.prices import PriceReader
+from backends.search import SearchService, SearchTuning
+from backends.search_index import TextIndexer, VectorIndexer
+from backends.vectors import QdrantClientIndex, VectorFilter
+from backends.writes import MaterialValues, create_material, delete_material
+from loaders.registry import RequestLoaders
+
+NAMES = ["Цемент М500 Д0 50кг", "Цемент М400 25кг", "Цементно-песчаная смесь М300", "Клей плиточный цементный",
+         "Арматура А500С 12мм", "Арматура А240 8мм", "Гипсокартон влагостойкий 12.5мм", "Гипсокартон 9.5мм",
+         "Песок речной мытый", "Щебень гранитный 5-20мм"]
+
+
+@pytest.fixture
+async def catalog(empty_catalog: PostgresBackend) -> AsyncIterator[tuple[PostgresBackend, Any, dict[str, int]]]:
+    ids = {}
+    for name in NAMES:
+        created, _ = await create_material(empty_catalog, MaterialValues(name=name, unit="шт"))
+        ids[name] = created["id"]
+    await TextIndexer(empty_catalog).rebuild()
+    embedder = HashEmbedder(64)
+    index = QdrantClientIndex(location=":memory:")
+    await index.open(embedder.model_id, embedder.dim)
+    await VectorIndexer(empty_catalog, embedder, index).rebuild()
+    yield empty_catalog, (embedder, index), ids
+    await index.close()
+
+
+async def test_feedback_moves_the_query_towards_the_first_fused_hits(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index, SearchTuning(feedback_k=2, feedback_weight=1.0))
+    spec = MaterialFilterSpec()
+    text, _ = await service.text_side("цемент", spec, 10)
+    vector, vector_text = await service.vector_side("цемент", spec, 10)
+    moved, scores = await service.feedback("цемент", spec, 10, text, vector, vector_text)
+    # The query's vector moved: the cosines are those of another vector, against the same points.
+    query = await embedder.query("цемент")
+    first_two = [h.material_id for h in service._fuse(text, vector, vector_text)[:2]]
+    expected = query + np.mean(np.stack([(await index.vectors_of(first_two))[i] for i in first_two]), axis=0)
+    expected /= np.linalg.norm(expected)
+    stored = await index.vectors_of([i for i, _ in moved])
+    assert all(abs(float(stored[i] @ expected) - s) < 1e-4 for i, s in moved)
+    assert dict(moved) != dict(vector)
+    # Every hit of the second round has its text score, as the first round's hits do.
+    assert {i for i, _ in moved} <= set(scores)
+    assert scores[ids["Цемент М400 25кг"]] >= 1.0 and scores[ids["Песок речной мытый"]] < 1.0
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+async def test_feedback_never_returns_a_deleted_material(catalog: Any, filtered: bool) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index, SearchTuning(feedback_k=3))
+    gone = ids["Песок речной мытый"]
+    await delete_material(pg, gone)  # still in both indexes: its event is not applied
+    spec = MaterialFilterSpec(unit="шт") if filtered else MaterialFilterSpec()
+    text, _ = await service.text_side("цемент песок", spec, 10)
+    vector, vector_text = await service.vector_side("цемент песок", spec, 10)
+    moved, scores = await service.feedback("цемент песок", spec, 10, text, vector, vector_text)
+    assert moved
+    # The index does hold it.
+    assert gone in {i for i, _ in await index.search(await embedder.query("песок речной мытый"), VectorFilter(), 10)}
+    if filtered:
+        # With a filter every hit of either round is re-checked against `materials`.
+        assert gone not in {i for i, _ in moved} and gone not in scores
+    # Without one, liveness is the page's, as for text hits: the search's hits become
+    # materials through the request's loader, which drops deleted rows (resolvers.search).
+    loaders = RequestLoaders.build(CatalogReader(pg), PriceReader(pg))
+    outcome = await service.search("цемент песок", spec, "HYBRID")
+    rows = await loaders.material_by_id.load_many([h.material_id for h in outcome.hits])
+    shown = [r["id"] for r in rows if r is not None and not r["deleted"]]
+    assert shown and gone not in shown
+
+
+async def test_a_failed_feedback_round_leaves_the_first_pass(catalog: Any) -> None:
+    pg, (embedder, index), _ = catalog
+
+    class NoVectors:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(index, name)
+
+        async def vectors_of(self, point_ids: Any) -> Any:
+            raise RuntimeError("store gone")
+
+    spec = MaterialFilterSpec()
+    plain = await SearchService(pg, embedder, index, SearchTuning(feedback_k=0)).search(
+        "арматура 12", spec, "HYBRID", count=False)
+    failing = await SearchService(pg, embedder, NoVectors(), SearchTuning(feedback_k=5)).search(
+        "арматура 12", spec, "HYBRID", count=False)
+    assert [h.material_id for h in failing.hits] == [h.material_id for h in plain.hits]
+    assert not failing.degraded
+
+
+async def test_the_vector_side_embeds_the_corrected_query(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+
+    class Recording:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(embedder, name)
+
+        async def query(self, text: str, shared: Any = None) -> Any:
+            self.asked.append(text)
+            return await embedder.query(text, shared)
+
+    recording = Recording()
+    service = SearchService(pg, recording, index)
+    outcome = await service.search("цемнт м500", MaterialFilterSpec(), "HYBRID", count=False)
+    assert outcome.corrected == "цемент м500"
+    assert set(recording.asked) == {"цемент м500"}  # both rounds, never the typo
+    assert outcome.hits[0].material_id == ids["Цемент М500 Д0 50кг"]
+    # VECTOR alone reads no rewrite: the query as written.
+    recording.asked.clear()
+    await service.search("цемнт м500", MaterialFilterSpec(), "VECTOR", count=False)
+    assert recording.asked == ["цемнт м500"]
