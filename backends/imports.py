@@ -319,7 +319,10 @@ async def _import(
 
     # Sorts and hashes of a whole file stay in memory; the plans are simple enough that JIT
     # compilation only adds its own time.
-    await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off;" + STAGING)
+    # Merge joins are off: every join of the import is of a whole staging table with another
+    # (or a catalog table), where the planner, without statistics on temporary tables, chose to
+    # sort both sides by their text keys; a hash join takes them as they are.
+    await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off; SET LOCAL enable_mergejoin = off;" + STAGING)
     await _stage(conn, price_file, progress)
     phase("parse+copy+resolve")
 
@@ -528,14 +531,17 @@ async def _create_materials(conn: _Patient) -> int:
     Returns how many were created."""
     status = await conn.execute(
         """
-        WITH created AS (
+        WITH firsts AS (
+            -- The first line of each key, found by hashing: sorting the rows by their text keys
+            -- cost more than the grouping and the join on line numbers together.
+            SELECT min(line) AS line FROM import_resolved WHERE key IS NOT NULL GROUP BY key
+        ), created AS (
             INSERT INTO materials (sku, name, description, category_id, unit_code)
-            SELECT DISTINCT ON (r.key) r.sku, btrim(r.name), r.description, c.id, r.unit_code
-            FROM import_resolved r
+            SELECT r.sku, btrim(r.name), r.description, c.id, r.unit_code
+            FROM firsts f JOIN import_resolved r ON r.line = f.line
             LEFT JOIN (SELECT DISTINCT ON (lower(name)) id, lower(name) AS lname
                        FROM categories ORDER BY lower(name), id) c ON c.lname = lower(btrim(r.category))
-            WHERE r.key IS NOT NULL
-            ORDER BY r.key, r.line
+            ORDER BY r.line  -- new materials' ids in file order
             RETURNING id, sku, name, name_key, unit_code
         )
         INSERT INTO import_created (id, key, sku, name, unit_code)
