@@ -395,7 +395,8 @@ async def _import(
         """
         INSERT INTO events (topic, entity_id, payload)
         SELECT 'price.changed', coalesce(n.material_id, o.material_id), (
-                   -- JSON text put together and parsed once: jsonb_build_object() took 3x as long.
+                   -- JSON text put together and parsed once: jsonb_build_object() per row cost a
+                   -- quarter more (0.62 against 0.50 CPU s per 100k events).
                    -- Numbers travel as strings, as they did; to_json() quotes text and dates.
                    '{"materialId":' || coalesce(n.material_id, o.material_id) || ',"supplierId":' || $1::bigint
                    || ',"priceListId":' || $2::bigint || ',"currency":' || to_json(coalesce(n.currency, o.currency))::text
@@ -461,7 +462,8 @@ FROM (
                ORDER BY m.id LIMIT 1))
            END AS material_id
     FROM (
-        -- Only a row that no SKU matched needs its name key (a regular expression).
+        -- Only a row that no SKU matched needs its name key: the worker thread's (name_key()),
+        -- else material_name_key() (a regular expression, ~5 us a row).
         SELECT *, CASE WHEN ok AND sku_material_id IS NULL THEN coalesce(py_name_key, material_name_key(name))
                   END AS name_key
         FROM (
