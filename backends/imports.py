@@ -537,17 +537,17 @@ async def _create_materials(conn: _Patient) -> int:
     Returns how many were created."""
     status = await conn.execute(
         """
-        WITH firsts AS (
-            -- The first line of each key, found by hashing: sorting the rows by their text keys
-            -- cost more than the grouping and the join on line numbers together.
-            SELECT min(line) AS line FROM import_resolved WHERE key IS NOT NULL GROUP BY key
-        ), created AS (
+        WITH created AS (
+            -- In key order (a sort of the new materials by text key): the name indexes then take
+            -- their entries in order. In file order, creating 900k materials cost 20% more CPU
+            -- (random places in indexes larger than the buffer cache).
             INSERT INTO materials (sku, name, description, category_id, unit_code)
-            SELECT r.sku, btrim(r.name), r.description, c.id, r.unit_code
-            FROM firsts f JOIN import_resolved r ON r.line = f.line
+            SELECT DISTINCT ON (r.key) r.sku, btrim(r.name), r.description, c.id, r.unit_code
+            FROM import_resolved r
             LEFT JOIN (SELECT DISTINCT ON (lower(name)) id, lower(name) AS lname
                        FROM categories ORDER BY lower(name), id) c ON c.lname = lower(btrim(r.category))
-            ORDER BY r.line  -- new materials' ids in file order
+            WHERE r.key IS NOT NULL
+            ORDER BY r.key, r.line
             RETURNING id, sku, name, name_key, unit_code
         )
         INSERT INTO import_created (id, key, sku, name, unit_code)
