@@ -44,9 +44,46 @@ $$;
 DROP TRIGGER IF EXISTS materials_references_insert ON materials;
 CREATE TRIGGER materials_references_insert AFTER INSERT ON materials
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION materials_check_references();
+
+-- An update checks (and locks) only the references it changes, as a foreign key does: other
+-- updates (names, prices, soft deletes) lock no category row.
+CREATE OR REPLACE FUNCTION materials_check_changed_references() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing record;
+BEGIN
+    PERFORM 1 FROM categories c
+    WHERE c.id IN (SELECT DISTINCT n.category_id FROM new_rows n JOIN old_rows o ON o.id = n.id
+                   WHERE n.category_id IS NOT NULL AND n.category_id IS DISTINCT FROM o.category_id)
+    ORDER BY c.id FOR KEY SHARE;
+    PERFORM 1 FROM units u
+    WHERE u.code IN (SELECT DISTINCT n.unit_code FROM new_rows n JOIN old_rows o ON o.id = n.id
+                     WHERE n.unit_code IS DISTINCT FROM o.unit_code)
+    ORDER BY u.code FOR KEY SHARE;
+    SELECT n.id, n.category_id, n.unit_code,
+           NOT EXISTS (SELECT 1 FROM units u WHERE u.code = n.unit_code) AS bad_unit
+    INTO missing
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE (n.category_id IS NOT NULL AND n.category_id IS DISTINCT FROM o.category_id
+           AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.id = n.category_id))
+       OR (n.unit_code IS DISTINCT FROM o.unit_code AND NOT EXISTS (SELECT 1 FROM units u WHERE u.code = n.unit_code))
+    LIMIT 1;
+    IF FOUND THEN
+        IF missing.bad_unit THEN
+            RAISE EXCEPTION 'insert or update on table "materials" violates its reference to "units"'
+                USING ERRCODE = 'foreign_key_violation', TABLE = 'materials', COLUMN = 'unit_code',
+                      DETAIL = format('Key (unit_code)=(%s) is not present in table "units".', missing.unit_code);
+        END IF;
+        RAISE EXCEPTION 'insert or update on table "materials" violates its reference to "categories"'
+            USING ERRCODE = 'foreign_key_violation', TABLE = 'materials', COLUMN = 'category_id',
+                  DETAIL = format('Key (category_id)=(%s) is not present in table "categories".', missing.category_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
 DROP TRIGGER IF EXISTS materials_references_update ON materials;
 CREATE TRIGGER materials_references_update AFTER UPDATE ON materials
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION materials_check_references();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION materials_check_changed_references();
 
 -- A category or unit that materials (live or soft-deleted) refer to stays.
 CREATE OR REPLACE FUNCTION materials_referenced_category() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -79,3 +79,23 @@ async def test_a_category_deleted_while_a_material_takes_it_waits_and_is_refused
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await deleting
     assert await conn.fetchval("SELECT count(*) FROM categories WHERE id = $1", category) == 1
+
+
+async def test_an_update_that_keeps_the_category_locks_nothing(
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection
+) -> None:
+    """Like a foreign key, an update checks only references it changes: renaming a material
+    takes no lock on its category (a category row locked by every write would serialise
+    writers behind whoever locks it FOR UPDATE); changing the category does lock the new one."""
+    category, other = await _category(conn, "Кирпич"), await _category(conn, "Блоки")
+    material = await conn.fetchval(
+        "INSERT INTO materials (name, unit_code, category_id) VALUES ('Кирпич', 'шт', $1) RETURNING id", category)
+    async with empty_catalog.pool.acquire() as locker:
+        async with conn.transaction():
+            await conn.execute("UPDATE materials SET name = 'Кирпич красный' WHERE id = $1", material)
+            async with locker.transaction():
+                await locker.execute("SELECT 1 FROM categories WHERE id = $1 FOR UPDATE NOWAIT", category)
+            await conn.execute("UPDATE materials SET category_id = $2 WHERE id = $1", material, other)
+            async with locker.transaction():
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await locker.execute("SELECT 1 FROM categories WHERE id = $1 FOR UPDATE NOWAIT", other)
