@@ -141,6 +141,21 @@ def _peak_rss_kb() -> int:
     return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _backend_cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the PostgreSQL backends `pids` have used, when the server runs
+    on this machine and /proc shows them (else None). On a shared machine this moves much less
+    with the load than wall time does: what the import costs the server, whoever else runs."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def child(path: str, supplier: str) -> None:
     """Runs one import in this process and prints its figures as JSON."""
     from backends.imports import import_price_list
@@ -148,21 +163,31 @@ def child(path: str, supplier: str) -> None:
     from backends.postgres import PostgresBackend
 
     async def go() -> dict:
-        pg = PostgresBackend(os.environ["DATABASE_URL"], min_size=1, max_size=2)
+        pg = PostgresBackend(os.environ["DATABASE_URL"], min_size=2, max_size=2)
         async with pg:
             async with pg.pool.acquire() as conn:
                 await apply_migrations(conn)
             sid = await pg.fetchval(
                 "INSERT INTO suppliers (name) VALUES ($1) ON CONFLICT ((lower(name))) DO UPDATE SET name = EXCLUDED.name "
                 "RETURNING id", supplier)
+            # Every connection of the pool is open (min_size = max_size): their backends are the import's.
+            pids = sorted({r[0] for r in await pg.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'")} | {await pg.fetchval("SELECT pg_backend_pid()")})
+            server_before = _backend_cpu_s(pids)
             before = _rss_kb(reset_peak=True)
+            client_before = time.process_time()
             started = time.perf_counter()
             result = await import_price_list(pg, sid, path)
             elapsed = time.perf_counter() - started
+            client_cpu = time.process_time() - client_before
             peak = _peak_rss_kb()
+            server_after = _backend_cpu_s(pids)
+            server_cpu = None if server_before is None or server_after is None else server_after - server_before
         return {"rows": result.row_count + result.rejected_count, "valid": result.row_count,
                 "rejected": result.rejected_count, "created": result.materials_created, "events": result.events, "phases": result.phases,
-                "import_s": elapsed, "rss_before_mb": before / 1024, "rss_growth_mb": (peak - before) / 1024}
+                "import_s": elapsed, "rss_before_mb": before / 1024, "rss_growth_mb": (peak - before) / 1024,
+                "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "loadavg": os.getloadavg()[0]}
 
     print(json.dumps(asyncio.run(go())))
 
@@ -200,6 +225,10 @@ def main() -> None:
     print(f"  peak RSS growth {first['rss_growth_mb']:.1f} MB (process RSS before the import "
           f"{first['rss_before_mb']:.0f} MB)")
     print(f"  ratio to raw COPY: {rate / (args.rows / copy_s):.2f}x")
+    if first["server_cpu_s"] is not None:
+        print(f"  CPU: server {first['server_cpu_s']:.2f} s ({first['rows'] / max(first['server_cpu_s'], 0.01):,.0f} rows "
+              f"per server CPU second), client {first['client_cpu_s']:.2f} s; load average at the end "
+              f"{first['loadavg']:.1f} on {os.cpu_count()} cores")
     print(f"same file again:       {again['import_s']:.2f} s (duplicate detected, nothing changed), "
           f"peak RSS growth {again['rss_growth_mb']:.1f} MB")
 

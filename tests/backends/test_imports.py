@@ -280,3 +280,86 @@ async def test_the_csv_fast_path_stores_what_the_reference_path_stores(
     if sample == "tricky":
         assert stored[True][0] > 800 and stored[True][1] > 40
         assert any(message.startswith("unit: unknown unit") for _, _, message, _ in stored[True][5])
+
+
+# The payloads as jsonb_build_object() made them before the import put their JSON text together.
+_EXPECTED_PRICE_PAYLOAD = """
+SELECT e.id, e.payload = jsonb_build_object(
+           'materialId', p.material_id, 'supplierId', p.supplier_id, 'priceListId', p.price_list_id,
+           'currency', p.currency,
+           'oldUnitPrice', (SELECT o.unit_price::text FROM prices o
+                            WHERE o.material_id = p.material_id AND o.supplier_id = p.supplier_id
+                              AND o.price_list_id < p.price_list_id ORDER BY o.price_list_id DESC, o.id DESC LIMIT 1),
+           'newUnitPrice', p.unit_price::text, 'categoryPath', to_jsonb(c.path),
+           'price', jsonb_build_object(
+               'id', p.id, 'unitPrice', p.unit_price::text, 'currency', p.currency, 'calcUnit', p.calc_unit_code,
+               'unitCalcPrice', p.unit_calc_price::text, 'buyPrice', p.buy_price::text,
+               'salePrice', p.sale_price::text, 'stock', p.stock, 'priceDate', p.price_date,
+               'validFrom', p.valid_from)) AS same
+FROM events e
+JOIN prices p ON p.id = (e.payload->'price'->>'id')::bigint
+JOIN materials m ON m.id = p.material_id LEFT JOIN categories c ON c.id = m.category_id
+WHERE e.topic = 'price.changed'
+"""
+
+
+async def test_event_payloads_are_the_json_they_always_were(
+    empty_catalog: PostgresBackend, conn: asyncpg.Connection
+) -> None:
+    """The import writes its events' JSON as text (cheaper than jsonb_build_object per row):
+    every value, escape and null must come out as jsonb_build_object made it."""
+    supplier = await _supplier(conn)
+    header = ("name,sku,use_category,unit_price,unit_price_currency,unit_calc_price,unit_calc_price_currency,"
+              "buy_price,buy_price_currency,sale_price,sale_price_currency,calc_unit,count,date_price_change\n")
+    v1 = header + (
+        '"Болт ""М8"" \\ 50, ёмкость\tтаб",BLT-8,Крепёж,"1 234,50",RUB,12,RUB,1000,RUB,1500,RUB,шт,10,15.11.2026\n'
+        "Песок речной,,,300,RUB,,,,,,,м3,,\n"
+        "Уходит из прайса,,Разное,10,USD,,,,,,,кг,5,2026-11-01\n")
+    v2 = header + (
+        '"Болт ""М8"" \\ 50, ёмкость\tтаб",BLT-8,Крепёж,"1 300",RUB,12,RUB,1000,RUB,1500,RUB,шт,10,16.11.2026\n'
+        "Песок речной,,,300,RUB,,,,,,,м3,,\n"
+        "Café crème,,Разное,5,EUR,,,,,,,л,1,\n")
+    for version, text in enumerate((v1, v2), start=1):
+        await import_price_list(empty_catalog, supplier, io.BytesIO(text.encode()), filename=f"v{version}.csv",
+                                effective_at=datetime(2026, 11, version, 12, 30, 15, 123456, tzinfo=UTC))
+    checked = await conn.fetch(_EXPECTED_PRICE_PAYLOAD)
+    assert len(checked) == 5 and all(r["same"] for r in checked)  # 3 new in v1; in v2 the bolt and the café
+    gone = await conn.fetchrow(
+        "SELECT e.entity_id, e.payload FROM events e WHERE e.topic = 'price.changed' AND e.payload->'price' = 'null'")
+    leaving = await conn.fetchrow("SELECT m.id, c.path FROM materials m JOIN categories c ON c.id = m.category_id "
+                                  "WHERE m.name = 'Уходит из прайса'")
+    assert gone["entity_id"] == leaving["id"]
+    assert gone["payload"] == {
+        "materialId": leaving["id"], "supplierId": supplier, "priceListId": gone["payload"]["priceListId"],
+        "currency": "USD", "oldUnitPrice": "10", "newUnitPrice": None, "categoryPath": list(leaving["path"]),
+        "price": None}
+    created = await conn.fetch(
+        "SELECT e.payload = jsonb_build_object('materialId', m.id, 'sku', m.sku, 'name', m.name, 'unit', m.unit_code, "
+        "'source', 'import') AS same, m.name FROM events e JOIN materials m ON m.id = e.entity_id "
+        "WHERE e.topic = 'material.created'")
+    assert len(created) == 4 and all(r["same"] for r in created)
+    assert 'Болт "М8" \\ 50, ёмкость\tтаб' in {r["name"] for r in created}
+
+
+@pytest.mark.parametrize("name", [
+    "  Цемент  М500 ", "Ёлка\tЁЖИК", "\tтаб впереди", "x\x0by\x0cz\r\nw", "ТЕСТ   ёё  ", "Профиль «ПН» №5 – 50×40",
+    "a\u00a0b", "Café", "İstanbul", "Straße", "a\x1cb", "ẞ", "Ω", "і", "中文",
+])
+async def test_the_name_key_computed_in_python_is_the_databases(conn: asyncpg.Connection, name: str) -> None:
+    """The worker thread computes name keys (imports.name_key); where it cannot be sure, it
+    leaves them to material_name_key() in SQL. Where it answers, it must agree with SQL."""
+    python = imports.name_key(name)
+    sql = await conn.fetchval("SELECT material_name_key($1)", name)
+    assert python is None or python == sql
+    if all(" " <= ch <= "~" or ch in "\t\n\v\f\r«»№–—×ЁёЕ" or "А" <= ch <= "я" for ch in name):
+        assert python is not None  # ASCII and Russian names, the common case, never need SQL
+
+
+async def test_names_keyed_in_sql_still_match(empty_catalog: PostgresBackend, conn: asyncpg.Connection) -> None:
+    """A name the worker thread leaves to SQL (a Latin accent, a no-break space) matches as before."""
+    cafe = await conn.fetchval("INSERT INTO materials (name, unit_code) VALUES ('Café  Crème', 'шт') RETURNING id")
+    nbsp = await conn.fetchval("INSERT INTO materials (name, unit_code) VALUES ('Болт\u00a0М8', 'шт') RETURNING id")
+    data = "name,use_category,unit,price\n café crème ,,шт,10\nболт\u00a0м8,,шт,5\n"
+    result = await import_price_list(empty_catalog, await _supplier(conn), io.BytesIO(data.encode()), filename="p.csv")
+    assert result.materials_created == 0
+    assert [r["material_id"] for r in await conn.fetch("SELECT material_id FROM prices ORDER BY id")] == [cafe, nbsp]
