@@ -276,9 +276,9 @@ def start_api(db_url: str, workers: int, pool_max: int, log_dir: Path, *, debug:
     return start_server("api", cmd, env, port, log_dir)
 
 
-def start_ceiling(db_url: str, workers: int, pool_max: int, log_dir: Path) -> Server:
+def start_ceiling(db_url: str, workers: int, pool_max: int, log_dir: Path, *, pool_reset: str = "none") -> Server:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "PG_POOL_MAX": str(pool_max)}
+    env = {**os.environ, "DATABASE_URL": db_url, "PG_POOL_MAX": str(pool_max), "CEILING_POOL_RESET": pool_reset}
     # Same uvicorn settings as server.py serve: auto loop/http (uvloop, httptools), no access log.
     cmd = [sys.executable, "-m", "uvicorn", "ceiling_app:create_app", "--factory", "--app-dir", str(BENCH_DIR),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
@@ -684,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where JSON results and server logs go (default bench/results, gitignored)")
     out.add_argument("--no-json", action="store_true", help="do not write a JSON result file")
     run.add_argument("--debug", action="store_true", help="run the API with DEBUG=1 (queryStats in every response)")
+    run.add_argument("--ceiling-pool-reset", choices=("none", "default"), default="none",
+                     help="none (default): the ceiling's pool releases connections as the API's does, with no "
+                          "query; default: asyncpg's reset query on every release (one more round trip per "
+                          "request, as a minimal endpoint on the pool's defaults makes; the ceiling until 2026-11-25)")
     return p
 
 
@@ -707,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"settings: workers={args.workers} pool_max={args.pool_max} concurrency={args.concurrency} "
           f"duration={args.duration}s warmup={args.warmup}s rounds={args.rounds} timeout={args.timeout}s "
           f"catalog={args.materials}/{args.prices} db={args.db_name} seed={args.seed} "
-          f"API env: DEBUG={int(args.debug)} SEED_DEMO=0")
+          f"API env: DEBUG={int(args.debug)} SEED_DEMO=0; ceiling pool reset: {args.ceiling_pool_reset}")
 
     db_url = asyncio.run(ensure_database(args.server_url, args.db_name, args.materials, args.prices,
                                          seed=not args.no_seed))
@@ -719,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in inputs.notes:
             print(f"inputs: {note}")
         api = start_api(db_url, args.workers, args.pool_max, log_dir, debug=args.debug)
-        ceiling = start_ceiling(db_url, args.workers, args.pool_max, log_dir)
+        ceiling = start_ceiling(db_url, args.workers, args.pool_max, log_dir, pool_reset=args.ceiling_pool_reset)
         print(f"servers: api pid {api.proc.pid} port {api.port}, ceiling pid {ceiling.proc.pid} port {ceiling.port} "
               f"(logs in {log_dir})", flush=True)
 
