@@ -47,6 +47,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from load import Endpoint, LoadResult, failure_reason, install_uvloop, request_once, run_load  # noqa: E402
+from proc_cpu import CpuMeter  # noqa: E402
 
 W1_QUERY = (
     "query W1($id: ID!) { material(id: $id) { id sku name category { id name } "
@@ -354,75 +355,6 @@ async def compare_once(api: Endpoint, ceiling: Endpoint, api_request: bytes, cei
 
 # --------------------------------------------------------------------------- measuring
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """utime + stime of one process, seconds (None: it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
-
-
-def _group_pids(pgid: int) -> list[int]:
-    """The processes of a process group (a server and its workers)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:  # field 5 of proc(5): the process group
-                pids.append(int(entry))
-    return pids
-
-
-class CpuMeter:
-    """CPU seconds a target spends: its server processes, and the PostgreSQL backends of its
-    pool (the bench database's client backends other than the bench's own connection).
-    Per request, these are what throughput costs when the cores are the limit, and they
-    move far less than req/s when other jobs share the machine (which slows both targets
-    unevenly: the API needs more CPU per request, so it loses more when cores are scarce)."""
-
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-        self.conn: asyncpg.Connection | None = None
-
-    async def _backends(self) -> list[int]:
-        if self.conn is None:
-            self.conn = await asyncpg.connect(self.db_url)
-        rows = await self.conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
-        return [r["pid"] for r in rows]
-
-    async def snapshot(self, server: Server) -> dict[tuple[str, int], float]:
-        readings = {}
-        for kind, pids in (("server", _group_pids(server.proc.pid)), ("postgres", await self._backends())):
-            for pid in pids:
-                cpu = _process_cpu_s(pid)
-                if cpu is not None:
-                    readings[(kind, pid)] = cpu
-        return readings
-
-    @staticmethod
-    def spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
-        """CPU seconds by kind between two snapshots (a process new since `before` counts whole)."""
-        spent = {"server": 0.0, "postgres": 0.0}
-        for key, cpu in after.items():
-            spent[key[0]] += cpu - before.get(key, 0.0)
-        return spent
-
-    async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-
-
 @dataclass
 class RunStats:
     target: str
@@ -561,10 +493,10 @@ async def measure(
                 order.reverse()
             for target, ep, reqs in order:
                 server = api if target == "api" else ceiling
-                before = await meter.snapshot(server)
+                before = await meter.snapshot(server.proc.pid)
                 result: LoadResult = await run_load(ep, reqs, duration=args.duration,
                                                     concurrency=args.concurrency, request_timeout_s=args.timeout)
-                spent = CpuMeter.spent(before, await meter.snapshot(server))
+                spent = CpuMeter.spent(before, await meter.snapshot(server.proc.pid))
                 run = RunStats(target, rnd, result.summary(), result.error_samples)
                 if result.requests:
                     run.cpu_us = {kind: 1e6 * seconds / result.requests for kind, seconds in spent.items()}

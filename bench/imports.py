@@ -35,6 +35,9 @@ import asyncpg
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
+sys.path.insert(0, str(BENCH_DIR))
+
+from proc_cpu import BACKENDS_SQL, total_cpu_s  # noqa: E402
 
 HEADER = ("name,sku,use_category,unit_price,unit_price_currency,unit_calc_price,unit_calc_price_currency,"
           "buy_price,buy_price_currency,sale_price,sale_price_currency,calc_unit,count,date_price_change\n")
@@ -141,21 +144,6 @@ def _peak_rss_kb() -> int:
     return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _backend_cpu_s(pids: list[int]) -> float | None:
-    """CPU seconds (user + system) the PostgreSQL backends `pids` have used, when the server runs
-    on this machine and /proc shows them (else None). On a shared machine this moves much less
-    with the load than wall time does: what the import costs the server, whoever else runs."""
-    total = 0
-    try:
-        for pid in pids:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def child(path: str, supplier: str) -> None:
     """Runs one import in this process and prints its figures as JSON."""
     from backends.imports import import_price_list
@@ -172,9 +160,8 @@ def child(path: str, supplier: str) -> None:
                 "RETURNING id", supplier)
             # Every connection of the pool is open (min_size = max_size): their backends are the import's.
             pids = sorted({r[0] for r in await pg.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'")} | {await pg.fetchval("SELECT pg_backend_pid()")})
-            server_before = _backend_cpu_s(pids)
+                BACKENDS_SQL)} | {await pg.fetchval("SELECT pg_backend_pid()")})
+            server_before = total_cpu_s(pids)
             before = _rss_kb(reset_peak=True)
             client_before = time.process_time()
             started = time.perf_counter()
@@ -182,7 +169,7 @@ def child(path: str, supplier: str) -> None:
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_before
             peak = _peak_rss_kb()
-            server_after = _backend_cpu_s(pids)
+            server_after = total_cpu_s(pids)
             server_cpu = None if server_before is None or server_after is None else server_after - server_before
         return {"rows": result.row_count + result.rejected_count, "valid": result.row_count,
                 "rejected": result.rejected_count, "created": result.materials_created, "events": result.events, "phases": result.phases,

@@ -35,6 +35,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from foundation import ensure_database, free_port, servers_stopped_on_exit, start_server, wait_ready  # noqa: E402
 from load import request_once, run_load  # noqa: E402
+from proc_cpu import CpuMeter  # noqa: E402
 
 from backends.embedder import E5Embedder  # noqa: E402
 from backends.postgres import PostgresBackend  # noqa: E402
@@ -149,54 +150,6 @@ def cold_embedding_ms(queries: list[str]) -> dict[str, float]:
             "n": len(times)}
 
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rpartition(")")[2].split()[2]) == pgid:
-                    pids.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return pids
-
-
-class CpuMeter:
-    """CPU seconds spent by the server's processes and by the PostgreSQL backends of its
-    database: on a shared machine a search's CPU cost moves much less than its latency."""
-
-    def __init__(self, server_pgid: int, url: str) -> None:
-        self.server_pgid, self.url = server_pgid, url
-
-    async def snapshot(self) -> dict[str, dict[int, float]]:
-        conn = await asyncpg.connect(self.url)
-        try:
-            backends = [r["pid"] for r in await conn.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'")]
-        finally:
-            await conn.close()
-        return {"server": {p: _cpu_of(p) for p in _group_pids(self.server_pgid)},
-                "postgres": {p: _cpu_of(p) for p in backends}}
-
-    @staticmethod
-    def spent(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-        return {side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
-                for side in ("server", "postgres")}
-
-
 def body(query: str, variables: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"query": query, "variables": variables or {}})
 
@@ -297,8 +250,15 @@ def main() -> int:
                               RESULTS / "logs")
         endpoint = server.endpoint("/graphql")
         asyncio.run(wait_ready(server, endpoint, endpoint.post(body(BASELINE)), limit_s=180))
-        meter = CpuMeter(server.proc.pid, url)
-        summary = asyncio.run(measure(endpoint, queries, args.rounds, args.duration, args.concurrency, meter))
+        meter = CpuMeter(url, server.proc.pid)
+
+        async def measured() -> dict[str, Any]:
+            try:
+                return await measure(endpoint, queries, args.rounds, args.duration, args.concurrency, meter)
+            finally:
+                await meter.close()
+
+        summary = asyncio.run(measured())
     print(f"\n{'workload':<22} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7}  SQL trips  CPU/req: server  postgres ms")
     for name, s in summary.items():
         print(f"{name:<22} {s['rps']:8.1f} {s['p50_ms']:7.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f}  {s['sql_round_trips']:9}"
