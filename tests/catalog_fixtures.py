@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -111,3 +112,24 @@ async def small_catalog(conn: asyncpg.Connection) -> SmallCatalog:
          (m["cem500"], "5.10", "USD")],
     )
     return c
+
+
+async def indexed_materials(pg: Any, names: list[str], unit: str = "шт") -> tuple[dict[str, int], Any, Any]:
+    """Materials named `names` (ids by name), their text documents and their vectors built by
+    the indexers: the hash test embedder (64 dims) into qdrant-client's in-memory store. The
+    caller closes the store."""
+    from backends.embedder import HashEmbedder
+    from backends.search_index import TextIndexer, VectorIndexer
+    from backends.vectors import QdrantClientIndex
+    from backends.writes import MaterialValues, create_material
+
+    ids = {}
+    for name in names:
+        created, _ = await create_material(pg, MaterialValues(name=name, unit=unit))
+        ids[name] = created["id"]
+    await TextIndexer(pg).rebuild()
+    embedder = HashEmbedder(64)
+    index = QdrantClientIndex(location=":memory:")
+    await index.open(embedder.model_id, embedder.dim)
+    await VectorIndexer(pg, embedder, index).rebuild()
+    return ids, embedder, index

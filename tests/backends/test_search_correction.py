@@ -8,7 +8,6 @@ import asyncpg
 import pytest
 
 from backends.catalog import MaterialFilterSpec
-from backends.embedder import HashEmbedder
 from backends.postgres import PostgresBackend
 from backends.search import (
     SearchService,
@@ -18,9 +17,9 @@ from backends.search import (
     normalise_units,
     rewrite_query,
 )
-from backends.search_index import TextIndexer, VectorIndexer
-from backends.vectors import QdrantClientIndex
+from backends.search_index import TextIndexer
 from backends.writes import MaterialValues, create_material
+from tests.catalog_fixtures import indexed_materials
 
 
 @pytest.mark.parametrize(("a", "b", "distance"), [
@@ -98,15 +97,8 @@ async def test_run_together_split_and_rare_words_are_mended_against_the_vocabula
 
 async def test_the_vector_side_scores_its_hits_text_for_the_rewritten_query_too(
         empty_catalog: PostgresBackend) -> None:
-    ids = {}
-    for name in ("Chrome Showerhead", "Brass Showerhead", "Outdoor Showerhead", "Chrome Towel Bar"):
-        created, _ = await create_material(empty_catalog, MaterialValues(name=name, unit="шт"))
-        ids[name] = created["id"]
-    await TextIndexer(empty_catalog).rebuild()
-    embedder = HashEmbedder(64)
-    index = QdrantClientIndex(location=":memory:")
-    await index.open(embedder.model_id, embedder.dim)
-    await VectorIndexer(empty_catalog, embedder, index).rebuild()
+    ids, embedder, index = await indexed_materials(
+        empty_catalog, ["Chrome Showerhead", "Brass Showerhead", "Outdoor Showerhead", "Chrome Towel Bar"])
     service = SearchService(empty_catalog, embedder, index)
     spec = MaterialFilterSpec()
     rewrite = await service.rewrite("chrome shower head")

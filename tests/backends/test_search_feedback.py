@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from backends.catalog import CatalogReader, MaterialFilterSpec
-from backends.embedder import HashEmbedder
 from backends.postgres import PostgresBackend
 from backends.prices import PriceReader
 from backends.search import SearchService, SearchTuning
-from backends.search_index import TextIndexer, VectorIndexer
-from backends.vectors import QdrantClientIndex, VectorFilter
-from backends.writes import MaterialValues, create_material, delete_material
+from backends.vectors import VectorFilter
+from backends.writes import delete_material
 from loaders.registry import RequestLoaders
+from tests.catalog_fixtures import indexed_materials
 
 NAMES = ["Цемент М500 Д0 50кг", "Цемент М400 25кг", "Цементно-песчаная смесь М300", "Клей плиточный цементный",
          "Арматура А500С 12мм", "Арматура А240 8мм", "Гипсокартон влагостойкий 12.5мм", "Гипсокартон 9.5мм",
@@ -26,15 +25,7 @@ NAMES = ["Цемент М500 Д0 50кг", "Цемент М400 25кг", "Цеме
 
 @pytest.fixture
 async def catalog(empty_catalog: PostgresBackend) -> AsyncIterator[tuple[PostgresBackend, Any, dict[str, int]]]:
-    ids = {}
-    for name in NAMES:
-        created, _ = await create_material(empty_catalog, MaterialValues(name=name, unit="шт"))
-        ids[name] = created["id"]
-    await TextIndexer(empty_catalog).rebuild()
-    embedder = HashEmbedder(64)
-    index = QdrantClientIndex(location=":memory:")
-    await index.open(embedder.model_id, embedder.dim)
-    await VectorIndexer(empty_catalog, embedder, index).rebuild()
+    ids, embedder, index = await indexed_materials(empty_catalog, NAMES)
     yield empty_catalog, (embedder, index), ids
     await index.close()
 
