@@ -42,8 +42,13 @@ class RequestLoaders:
 
     def material_companions(self) -> tuple[Companion, ...]:
         """What a page of material rows read outside a loader primes (resolvers.catalog)."""
+        return self._material_companions
+
+    @cached_property
+    def _material_companions(self) -> tuple[Companion, ...]:
         return _material_companions(self.category_by_id, self.unit_by_code)
 
+    @cached_property
     def _price_companions(self) -> tuple[Companion, ...]:
         return (Companion(self.supplier_by_id, supplier_of),)
 
@@ -87,11 +92,11 @@ class RequestLoaders:
 
     @cached_property
     def current_prices_by_material(self) -> CurrentPricesByMaterialLoader:
-        return CurrentPricesByMaterialLoader(self._prices, self._price_companions(), self._cache)
+        return CurrentPricesByMaterialLoader(self._prices, self._price_companions, self._cache)
 
     @cached_property
     def price_history_by_material(self) -> PriceHistoryByMaterialLoader:
-        return PriceHistoryByMaterialLoader(self._prices, self._price_companions())
+        return PriceHistoryByMaterialLoader(self._prices, self._price_companions)
 
     @cached_property
     def prices_by_price_list(self) -> PricesByPriceListLoader:
