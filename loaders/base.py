@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -57,10 +57,66 @@ class Companion:
 
     `build(row)` returns (key, related row) or None when the row has no such relation; the
     related row must hold every column the loader's own query returns (a test checks).
+    `key(row)`, when given, is that key alone (None: no relation), so that a page naming one
+    category fifty times builds its row once.
     """
 
     loader: DataLoader[Any, Any]
     build: Callable[[Any], tuple[Any, Any] | None]
+    key: Callable[[Any], Any] | None = None
+
+
+class KnownRows(DataLoader[Any, Any]):
+    """A loader that takes rows read along by other statements (`remember`) and puts them in
+    its cache only when a key is asked for.
+
+    Priming a DataLoader makes a future per key; a page of 50 materials primed ~120 of them
+    (categories, units, current prices, suppliers) per request, and most are never asked
+    for: the page's objects already hold those relations (schema.material.material_nodes).
+    A remembered row answers `load` (and `schema.prefetch`, through `settle`) exactly as a
+    primed one would, without a round trip; as with `prime_many`, a key already in the
+    cache keeps its value.
+    """
+
+    @property
+    def known(self) -> dict[Any, Any]:
+        known = self.__dict__.get("_known")
+        if known is None:
+            known = self.__dict__["_known"] = {}
+        return known
+
+    def remember(self, rows: Mapping[Any, Any]) -> None:
+        if self.batch is not None and not self.batch.dispatched:
+            self.prime_many(rows)  # a key waiting in the open batch is answered now, as priming does
+            return
+        known = self.known
+        if not known:
+            known.update(rows)
+            return
+        for key, value in rows.items():
+            known.setdefault(key, value)
+
+    def settle(self, keys: Iterable[Any]) -> None:
+        """Moves the remembered rows of `keys` into the cache (primed, as `prime_many` would)."""
+        known = self.__dict__.get("_known")
+        if not known:
+            return
+        found = {key: known.pop(key) for key in keys if key in known}
+        if found:
+            self.prime_many(found)
+
+    def load(self, key: Any) -> Any:
+        if self.__dict__.get("_known"):
+            self.settle((key,))
+        return super().load(key)
+
+
+def prime(loader: DataLoader[Any, Any], rows: Mapping[Any, Any]) -> None:
+    """Primes `loader` with `rows`: remembered for later if it is a KnownRows loader."""
+    if isinstance(loader, KnownRows):
+        loader.remember(rows)
+    else:
+        loader.prime_many(rows)
 
 
 def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Companion]) -> None:
@@ -68,13 +124,30 @@ def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Compan
     relation they belong to costs no round trip of its own."""
     for companion in companions:
         related: dict[Any, Any] = {}
-        build = companion.build
+        build, key_of = companion.build, companion.key
         for row in rows:
+            if key_of is not None:
+                key = key_of(row)
+                if key is None or key in related:
+                    continue
             built = build(row)
             if built is not None and built[0] not in related:
                 related[built[0]] = built[1]
         if related:
-            companion.loader.prime_many(related)
+            prime(companion.loader, related)
+
+
+def category_key(row: Any) -> int | None:
+    """The key `category_of(row)` would return, without building the row."""
+    return row["category_id"] if row.get("category_name") is not None else None
+
+
+def unit_key(row: Any) -> str | None:
+    return row["unit_code"] if row.get("unit_name") is not None else None
+
+
+def supplier_key(row: Any) -> int | None:
+    return row["supplier_id"] if row["supplier_name"] is not None else None
 
 
 def category_of(row: Any) -> tuple[int, dict[str, Any]] | None:
@@ -113,6 +186,6 @@ def prime_current_prices(
             if price["supplier_name"] is not None and supplier_id not in named:
                 named[supplier_id] = {"id": supplier_id, "name": price["supplier_name"]}
     if prices:
-        current_prices.prime_many(prices)
+        prime(current_prices, prices)
     if named:
-        suppliers.prime_many(named)
+        prime(suppliers, named)

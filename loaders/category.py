@@ -9,11 +9,11 @@ from strawberry.dataloader import DataLoader
 
 from backends.cache import CacheView
 from backends.catalog import CatalogReader
-from loaders.base import groups_in_key_order, rows_in_key_order
+from loaders.base import KnownRows, groups_in_key_order, rows_in_key_order
 from loaders.cached import category_list_tags, category_tags, through_cache
 
 
-class CategoryByIdLoader(DataLoader[int, asyncpg.Record | None]):
+class CategoryByIdLoader(KnownRows):
     def __init__(self, catalog: CatalogReader, cache: CacheView | None = None) -> None:
         self.catalog = catalog
         self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch

@@ -10,11 +10,18 @@ from strawberry.dataloader import DataLoader
 from backends.cache import CacheView
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
-from loaders.base import Companion, groups_in_key_order, prime_companions, rows_in_key_order, scoped_pages
+from loaders.base import (
+    Companion,
+    KnownRows,
+    groups_in_key_order,
+    prime_companions,
+    rows_in_key_order,
+    scoped_pages,
+)
 from loaders.cached import current_prices_tags, price_list_tags, through_cache
 
 
-class CurrentPricesByMaterialLoader(DataLoader[int, list[asyncpg.Record]]):
+class CurrentPricesByMaterialLoader(KnownRows):
     """The latest price of every supplier for each material, cheapest first."""
 
     def __init__(self, prices: PriceReader, companions: Sequence[Companion] = (),

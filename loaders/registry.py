@@ -7,7 +7,7 @@ from functools import cached_property
 from backends.cache import CacheView
 from backends.catalog import CatalogReader
 from backends.prices import PriceReader
-from loaders.base import Companion, category_of, supplier_of, unit_of
+from loaders.base import Companion, category_key, category_of, supplier_key, supplier_of, unit_key, unit_of
 from loaders.category import CategoriesByParentLoader, CategoryByIdLoader
 from loaders.material import (
     MaterialByIdLoader,
@@ -50,7 +50,7 @@ class RequestLoaders:
 
     @cached_property
     def _price_companions(self) -> tuple[Companion, ...]:
-        return (Companion(self.supplier_by_id, supplier_of),)
+        return (Companion(self.supplier_by_id, supplier_of, supplier_key),)
 
     # Each loader is made once, on first access, and kept in the instance's __dict__
     # (functools.cached_property), so later reads are plain attribute reads.
@@ -112,4 +112,4 @@ class RequestLoaders:
 
 
 def _material_companions(category_by_id: CategoryByIdLoader, unit_by_code: UnitByCodeLoader) -> tuple[Companion, ...]:
-    return (Companion(category_by_id, category_of), Companion(unit_by_code, unit_of))
+    return (Companion(category_by_id, category_of, category_key), Companion(unit_by_code, unit_of, unit_key))

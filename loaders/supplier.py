@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
-from strawberry.dataloader import DataLoader
 
 from backends.cache import CacheView
 from backends.catalog import CatalogReader
-from loaders.base import rows_in_key_order
+from loaders.base import KnownRows, rows_in_key_order
 from loaders.cached import supplier_tags, through_cache
 
 
-class SupplierByIdLoader(DataLoader[int, asyncpg.Record | None]):
+class SupplierByIdLoader(KnownRows):
     def __init__(self, catalog: CatalogReader, cache: CacheView | None = None) -> None:
         self.catalog = catalog
         self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch

@@ -9,11 +9,11 @@ from strawberry.dataloader import DataLoader
 
 from backends.cache import CacheView
 from backends.catalog import CatalogReader
-from loaders.base import rows_in_key_order
+from loaders.base import KnownRows, rows_in_key_order
 from loaders.cached import through_cache, unit_tags
 
 
-class UnitByCodeLoader(DataLoader[str, asyncpg.Record | None]):
+class UnitByCodeLoader(KnownRows):
     def __init__(self, catalog: CatalogReader, cache: CacheView | None = None) -> None:
         self.catalog = catalog
         self.shared = cache  # not `cache`: DataLoader.cache is its per-request switch

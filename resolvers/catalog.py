@@ -69,7 +69,7 @@ async def materials_page(
     async def total() -> int:
         return await ctx.catalog.material_count(spec)
 
-    return make_page(kind, rows, window), total
+    return make_page(kind, rows, window, prices), total
 
 
 async def category_materials_page(

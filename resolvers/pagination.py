@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,6 +100,9 @@ class Page:
     rows: Sequence[Any]
     has_next_page: bool
     has_previous_page: bool
+    # Each row's current prices, when the statement that read the page read them too
+    # (backends.catalog CURRENT_PRICE_COLUMNS): material id -> price rows, cheapest first.
+    current_prices: Mapping[int, list[Any]] | None = None
 
     def cursor(self, index: int) -> str:
         row = self.rows[index]
@@ -114,7 +117,8 @@ class Page:
         return self.cursor(len(self.rows) - 1) if self.rows else None
 
 
-def make_page(kind: str, rows: Sequence[Any], window: PageWindow) -> Page:
+def make_page(kind: str, rows: Sequence[Any], window: PageWindow,
+              current_prices: Mapping[int, list[Any]] | None = None) -> Page:
     """Trims the extra row, restores display order and computes cursors and page info."""
     more = len(rows) > window.size
     rows = list(rows[: window.size])
@@ -123,4 +127,4 @@ def make_page(kind: str, rows: Sequence[Any], window: PageWindow) -> Page:
         has_next, has_prev = window.has_cursor, more
     else:
         has_next, has_prev = more, window.has_cursor
-    return Page(kind, rows, has_next, has_prev)
+    return Page(kind, rows, has_next, has_prev, current_prices)

@@ -13,12 +13,13 @@ import asyncpg
 import strawberry
 from strawberry.scalars import JSON
 
+from loaders.base import category_of, supplier_of, unit_of
 from resolvers import prices as price_resolvers
 from resolvers.context import Context
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 from schema.category import Category
-from schema.node import Edge, Node, PageInfo, edges_of
+from schema.node import Edge, Node, PageInfo, edges_around
 from schema.prefetch import Relation
 from schema.unit import Unit
 
@@ -177,13 +178,68 @@ class MaterialConnection:
     async def from_page(
         cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
     ) -> MaterialConnection:
-        edges = await edges_of(MaterialEdge, page, Material.from_row, info)
-        return cls(edges=edges, page_info=PageInfo.of(page),
-                   count=count)
+        edges = await edges_around(MaterialEdge, page, material_nodes(page), info)
+        return cls(edges=edges, page_info=PageInfo.of(page), count=count)
 
     @strawberry.field
     async def total_count(self) -> int:
         return await self.count()
+
+
+def material_nodes(page: Page) -> list[Material]:
+    """The page's materials with the relations their rows carry already in place.
+
+    A page's statement reads each material's category and unit as companion columns and,
+    when the query selects them, its current prices with supplier names
+    (backends.catalog). Building those objects here, once per distinct category, unit and
+    supplier, gives `schema.prefetch` nothing left to do for them: it skips relations an
+    object already holds. The objects are the ones prefetching through the loaders (which
+    the same rows prime) would build. A relation whose companion columns are absent or
+    empty (a category the row names but the join did not find) is left to prefetching.
+    """
+    from schema.price import Price
+    from schema.supplier import Supplier
+
+    prices = page.current_prices
+    categories: dict[int, Category] = {}
+    units: dict[str, Unit] = {}
+    suppliers: dict[int, Supplier] = {}
+    nodes = []
+    for row in page.rows:
+        material = Material.from_row(row)
+        held = material.prefetched
+        category_id = row["category_id"]
+        if category_id is None:
+            held["category"] = None
+        else:
+            category = categories.get(category_id)
+            if category is None:
+                companion = category_of(row)
+                if companion is not None:
+                    category = categories[category_id] = Category.from_row(companion[1])
+            if category is not None:
+                held["category"] = category
+        unit = units.get(material.unit_code)
+        if unit is None:
+            companion = unit_of(row)
+            if companion is not None:
+                unit = units[material.unit_code] = Unit.from_row(companion[1])
+        if unit is not None:
+            held["unit"] = unit
+        if prices is not None:
+            current = held["currentPrices"] = []
+            for price_row in prices.get(material.pk, ()):
+                price = Price.from_row(price_row)
+                supplier = suppliers.get(price.supplier_id)
+                if supplier is None:
+                    companion = supplier_of(price_row)
+                    if companion is not None:
+                        supplier = suppliers[price.supplier_id] = Supplier.from_row(companion[1])
+                if supplier is not None:
+                    price.prefetched["supplier"] = supplier
+                current.append(price)
+        nodes.append(material)
+    return nodes
 
 
 def _price_rows(rows: list[asyncpg.Record]) -> list[Any]:

@@ -47,6 +47,11 @@ class Edge:
 async def edges_of(edge_type: Any, page: Page, wrap: Any, info: Any) -> list[Any]:
     """The page's rows as `edge_type` edges around `wrap(row)` nodes, with the relations the
     query selects under `edges.node` already loaded (schema.prefetch)."""
-    edges = [edge_type(page=page, index=i, node=wrap(row)) for i, row in enumerate(page.rows)]
-    await prefetch_nodes(info, [e.node for e in edges])
+    return await edges_around(edge_type, page, [wrap(row) for row in page.rows], info)
+
+
+async def edges_around(edge_type: Any, page: Page, nodes: list[Any], info: Any) -> list[Any]:
+    """The page's `nodes` (one per row, in order) as `edge_type` edges, prefetched likewise."""
+    edges = [edge_type(page=page, index=i, node=node) for i, node in enumerate(nodes)]
+    await prefetch_nodes(info, nodes)
     return edges

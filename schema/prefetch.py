@@ -150,13 +150,21 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
     # Every load is issued before the first await, so each DataLoader batches all of its
     # keys for this level into a single statement.
     # Relations whose rows are all in the loader's cache already (primed by the statement
-    # that read the parents) are answered without a task or an await.
+    # that read the parents) are answered without a task or an await; objects that already
+    # hold a relation (built with it from their page's rows, schema.material.material_nodes)
+    # are not asked again.
     results: list[Any] = []
     pending: list[tuple[int, Any]] = []
+    lacking: list[list[Any]] = []  # per planned relation: the objects that do not hold it yet
     for name in planned:
         rel = relations[name]
+        todo = [o for o in objects if name not in o.prefetched]
+        lacking.append(todo)
+        if not todo:
+            results.append(())
+            continue
         loader = rel.loader(context)
-        present = [k for k in (rel.key(o) for o in objects) if k is not None]
+        present = [k for k in (rel.key(o) for o in todo) if k is not None]
         cached = _cached_all(loader, present)
         results.append(cached)
         if cached is None:
@@ -167,29 +175,31 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
         for (index, _), rows in zip(pending, await asyncio.gather(*(w for _, w in pending)), strict=True):
             results[index] = rows
     children: list[tuple[list[Any], list[Any]]] = []
-    for (name, sub), rows in zip(planned.items(), results, strict=True):
+    for (name, sub), rows, todo in zip(planned.items(), results, lacking, strict=True):
         rel = relations[name]
         loaded = iter(rows)
-        level: list[Any] = []
-        # Objects sharing a row (fifty materials of one category) share one wrapped object,
-        # so the next level prefetches it once.
+        # Objects sharing a row (fifty materials of one category) share one wrapped object.
         wrapped: dict[int, Any] = {}
-        for obj in objects:
+        for obj in todo:
             if rel.key(obj) is None:
-                value = None
-            else:
-                row = next(loaded)
-                value = wrapped.get(id(row), _MISSING)
-                if value is _MISSING:
-                    value = wrapped[id(row)] = rel.wrap(row)
-                else:
-                    obj.prefetched[name] = value
-                    continue
+                obj.prefetched[name] = None
+                continue
+            row = next(loaded)
+            value = wrapped.get(id(row), _MISSING)
+            if value is _MISSING:
+                value = wrapped[id(row)] = rel.wrap(row)
             obj.prefetched[name] = value
-            if isinstance(value, list):
-                level.extend(value)
-            elif value is not None:
-                level.append(value)
+        if not sub:
+            continue
+        # The next level: each distinct object once, so a shared one is prefetched once.
+        level: list[Any] = []
+        seen: set[int] = set()
+        for obj in objects:
+            value = obj.prefetched[name]
+            for item in value if isinstance(value, list) else (value,):
+                if item is not None and id(item) not in seen:
+                    seen.add(id(item))
+                    level.append(item)
         children.append((level, sub))
     # Siblings of one type share a level: group them so each relation is still one batch.
     levels = [(level, sub) for level, sub in children if level]
@@ -203,6 +213,9 @@ def _cached_all(loader: DataLoader[Any, Any], keys: Sequence[Any]) -> list[Any] 
     """The loader's cached values for every key, or None if any is missing or still loading."""
     if not loader.cache:
         return None
+    settle = getattr(loader, "settle", None)
+    if settle is not None:
+        settle(keys)  # rows remembered from other statements (loaders.base.KnownRows)
     get = loader.cache_map.get
     values = []
     for key in keys:
@@ -224,6 +237,9 @@ async def load_all(loader: DataLoader[Any, Any], keys: Sequence[Any]) -> list[An
     """
     if not loader.cache:
         return list(await loader.load_many(keys))
+    settle = getattr(loader, "settle", None)
+    if settle is not None:
+        settle(keys)
     cache = loader.cache_map
     found: dict[Any, Any] = {}
     waiting: dict[Any, asyncio.Future[Any]] = {}

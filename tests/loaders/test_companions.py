@@ -15,7 +15,7 @@ from backends.catalog import (
 from backends.postgres import PostgresBackend
 from backends.prices import HistorySpec, PriceReader
 from backends.sql import PageSpec
-from loaders.base import category_of, prime_current_prices, supplier_of, unit_of
+from loaders.base import KnownRows, category_of, prime_current_prices, supplier_of, unit_of
 from loaders.registry import RequestLoaders
 from tests.catalog_fixtures import small_catalog
 
@@ -84,3 +84,45 @@ async def test_current_prices_read_with_a_page_equal_the_loaders_own(
         assert primed == expected
         for price in primed:
             assert (await loaders.supplier_by_id.load(price["supplier_id"]))["name"] == price["supplier_name"]
+
+
+class _Counting(KnownRows):
+    """A KnownRows loader over a dict, counting the keys it had to fetch (pure logic)."""
+
+    def __init__(self, rows: dict[int, str]) -> None:
+        self.rows, self.fetched = rows, []
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, keys: list[int]) -> list[str | None]:
+        self.fetched.append(list(keys))
+        return [self.rows.get(k) for k in keys]
+
+
+async def test_remembered_rows_answer_loads_without_fetching() -> None:
+    loader = _Counting({1: "db-1", 2: "db-2", 3: "db-3"})
+    loader.remember({1: "read-along-1", 2: "read-along-2"})
+    assert await loader.load(1) == "read-along-1"
+    assert await loader.load_many([2, 3]) == ["read-along-2", "db-3"]
+    assert loader.fetched == [[3]]
+    # As with priming, a key already loaded keeps its value; a later remember does not replace it.
+    loader.remember({3: "stale", 4: "read-along-4"})
+    assert await loader.load(3) == "db-3" and await loader.load(4) == "read-along-4"
+    assert loader.fetched == [[3]]
+
+
+async def test_remember_answers_a_key_already_waiting_in_the_open_batch() -> None:
+    loader = _Counting({5: "db-5"})
+    waiting = loader.load(5)  # queued; the batch is dispatched on the next tick
+    loader.remember({5: "read-along-5"})
+    assert await waiting == "read-along-5"
+    assert loader.fetched == []
+
+
+async def test_prefetch_reads_remembered_rows() -> None:
+    from schema.prefetch import _cached_all, load_all
+
+    loader = _Counting({7: "db-7", 8: "db-8"})
+    loader.remember({7: "read-along-7"})
+    assert _cached_all(loader, [7]) == ["read-along-7"]
+    assert await load_all(loader, [7, 8]) == ["read-along-7", "db-8"]
+    assert loader.fetched == [[8]]

@@ -148,3 +148,21 @@ async def test_pages_read_the_columns_their_selection_needs(schemas: Any, conn: 
     assert (cement["notes"], cement["color"], cement["attributes"]) == ("Пакет 50 кг", "серый", {"grade": "М400"})
     assert cement["when"] and cement["updatedAt"] and cement["unit"] == {"code": "мешок"}
     assert cement["category"] == {"name": "Цемент"}
+
+
+async def test_page_objects_built_from_the_page_rows_match_loading_through_loaders(
+    schemas: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page builds its materials with category, unit and current prices (with suppliers)
+    from the rows its statement read (schema.material.material_nodes); prefetching through
+    the loaders, as before, must give the same answer."""
+    import schema.material as material_module
+
+    ids = schemas[0]
+    cat = to_global_id("Category", ids.categories["binders"])
+    built = [await _same(schemas, MATERIAL_PAGE, {"cat": c}) for c in (None, cat)]
+    monkeypatch.setattr(material_module, "material_nodes",
+                        lambda page: [material_module.Material.from_row(row) for row in page.rows])
+    loaded = [await _same(schemas, MATERIAL_PAGE, {"cat": c}) for c in (None, cat)]
+    assert built == loaded
+    assert any(e["node"]["currentPrices"] for e in built[0][0]["materials"]["edges"])

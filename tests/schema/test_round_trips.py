@@ -91,3 +91,25 @@ async def test_w1_material_with_latest_prices(client: httpx.AsyncClient, conn: a
     trips, data = await round_trips(client, query, {"id": mid})
     assert len(data["material"]["priceHistory"]["edges"]) == 3
     assert trips == 2  # material (with its category); history (with its suppliers)
+
+
+async def test_loaders_answer_from_rows_the_page_read_along(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    """`bestPrice` and `node(id:)` ask the loaders for current prices and a category the page
+    statement already read: the rows it remembered answer them (loaders.base.KnownRows)."""
+    leaf = await fill(conn, materials=20)
+    import base64
+
+    category = base64.b64encode(f"Category:{leaf}".encode()).decode()
+    query = """query($n: Int!, $cat: ID!) { materials(first: $n) { edges { node { name category { name }
+        currentPrices { unitPrice } bestPrice { unitPrice supplier { name } } } } }
+        node(id: $cat) { ... on Category { name } } }"""
+    trips, data = await round_trips(client, query, {"n": 20, "cat": category})
+    nodes = [e["node"] for e in data["materials"]["edges"]]
+    assert all(n["bestPrice"]["unitPrice"] == n["currentPrices"][0]["unitPrice"] for n in nodes)
+    assert {n["bestPrice"]["supplier"]["name"] for n in nodes} == {"ООО «Металлбаза-0»"}
+    assert data["node"] == {"name": "Арматура"}
+    # The page (with prices and suppliers) and the node's category lookup run side by side;
+    # the category is read by the page too, but `node` asks before the page has answered.
+    assert trips <= 2
+    without_node = query.replace("node(id: $cat) { ... on Category { name } }", "").replace(", $cat: ID!", "")
+    assert (await round_trips(client, without_node, {"n": 20}))[0] == 1
