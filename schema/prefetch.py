@@ -189,9 +189,11 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
             if value is _MISSING:
                 value = wrapped[id(row)] = rel.wrap(row)
             obj.prefetched[name] = value
-        if not sub:
+        # The next level: each distinct object once, so a shared one is prefetched once;
+        # none when the selection under this relation asks for no relation of its own.
+        first = _first_held(objects, name)
+        if first is None or not _selects_relations(type(first), sub):
             continue
-        # The next level: each distinct object once, so a shared one is prefetched once.
         level: list[Any] = []
         seen: set[int] = set()
         for obj in objects:
@@ -207,6 +209,41 @@ async def prefetch(context: Context, objects: Sequence[Any], selections: Sequenc
         await prefetch(context, *levels[0])
     elif levels:
         await asyncio.gather(*(prefetch(context, level, sub) for level, sub in levels))
+
+
+def _first_held(objects: Sequence[Any], name: str) -> Any:
+    """The first object any of `objects` holds under the relation `name`, or None."""
+    for obj in objects:
+        value = obj.prefetched[name]
+        if isinstance(value, list):
+            if value:
+                return value[0]
+        elif value is not None:
+            return value
+    return None
+
+
+# (type, ids of the selections) -> (the selections, whether they ask for a relation). The
+# selection objects are kept per parsed document (_SHAPES), so the same ids come back with
+# every request of a document; the entry holds them, so their ids are not reused meanwhile.
+_RELATION_SELECTIONS: dict[tuple[Any, ...], tuple[tuple[Any, ...], bool]] = {}
+
+
+def _selects_relations(cls: type, selections: Sequence[Any]) -> bool:
+    """Whether `selections` ask objects of `cls` for a relation prefetching would load."""
+    held = tuple(selections)
+    key = (cls, *map(id, held))
+    known = _RELATION_SELECTIONS.get(key)
+    if known is not None and all(a is b for a, b in zip(known[0], held, strict=True)):
+        return known[1]
+    relations = getattr(cls, "RELATIONS", {})
+    verdict = bool(relations) and any(
+        sel.name in relations and not sel.arguments for sel in fields_of(held, cls.TYPE_NAMES)
+    )
+    if len(_RELATION_SELECTIONS) >= SHAPE_CACHE_SIZE:
+        _RELATION_SELECTIONS.pop(next(iter(_RELATION_SELECTIONS)))
+    _RELATION_SELECTIONS[key] = (held, verdict)
+    return verdict
 
 
 def _cached_all(loader: DataLoader[Any, Any], keys: Sequence[Any]) -> list[Any] | None:

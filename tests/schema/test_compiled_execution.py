@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 
 from backends.catalog import CatalogReader
@@ -166,3 +167,46 @@ async def test_page_objects_built_from_the_page_rows_match_loading_through_loade
     loaded = [await _same(schemas, MATERIAL_PAGE, {"cat": c}) for c in (None, cat)]
     assert built == loaded
     assert any(e["node"]["currentPrices"] for e in built[0][0]["materials"]["edges"])
+
+
+@strawberry.type
+class _Item:
+    name: str
+
+
+@strawberry.type
+class _Box:
+    items: list[_Item]
+    maybe: list[_Item] | None
+    loose: list[_Item | None]
+    pairs: tuple[_Item, ...]
+
+
+@strawberry.type
+class _Root:
+    @strawberry.field
+    def boxes(self) -> list[_Box]:
+        ok = [_Item(name="a"), _Item(name="b")]
+        return [
+            _Box(items=ok, maybe=None, loose=[_Item(name="c"), None], pairs=(ok[0],)),
+            _Box(items=[_Item(name="d"), None], maybe=ok, loose=[], pairs=()),  # a null in a non-null list
+        ]
+
+
+@pytest.mark.parametrize("query", [
+    "{ boxes { items { name } maybe { name } loose { name } pairs { name } } }",
+    "{ boxes { loose { name } maybe { name } pairs { name } } }",
+])
+async def test_lists_of_objects_complete_as_graphql_core_does(query: str) -> None:
+    """Lists of objects, nullable or not, holding nulls or not, lists or tuples: the compiled
+    path gives graphql-core's data and errors (a null in `[_Item!]!` nulls the parent)."""
+    compiled = strawberry.Schema(query=_Root, execution_context_class=CompiledExecutionContext)
+    plain = strawberry.Schema(query=_Root)
+    for _ in range(2):
+        ours, theirs = await compiled.execute(query), await plain.execute(query)
+        assert ours.data == theirs.data
+        assert [(e.message, e.path) for e in ours.errors or []] == [(e.message, e.path) for e in theirs.errors or []]
+    if "items" in query:
+        assert ours.data is None and ours.errors[0].path == ["boxes", 1, "items", 1]
+    else:
+        assert ours.data["boxes"][0]["loose"] == [{"name": "c"}, None] and not ours.errors
