@@ -175,17 +175,18 @@ def supplier_of(row: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def prime_current_prices(
-    prices: Mapping[int, list[dict[str, Any]]], current_prices: DataLoader[Any, Any], suppliers: DataLoader[Any, Any]
+    prices: Mapping[int, list[dict[str, Any]]], current_prices: DataLoader[Any, Any] | None,
+    suppliers: DataLoader[Any, Any]
 ) -> None:
-    """Primes the current-prices loader (and the suppliers it names) from the prices a page
-    read along (backends.catalog CatalogReader.material_page_and_prices)."""
+    """Primes the current-prices loader (None: not it) and the suppliers the prices name
+    from the prices a page read along (backends.catalog CatalogReader.material_page_and_prices)."""
     named: dict[int, dict[str, Any]] = {}
     for found in prices.values():
         for price in found:
             supplier_id = price["supplier_id"]
             if price["supplier_name"] is not None and supplier_id not in named:
                 named[supplier_id] = {"id": supplier_id, "name": price["supplier_name"]}
-    if prices:
+    if prices and current_prices is not None:
         prime(current_prices, prices)
     if named:
         prime(suppliers, named)

@@ -64,12 +64,14 @@ async def materials_page(
     rows, prices = await ctx.catalog.material_page_and_prices(spec, window.spec, plan)
     prime_companions(rows, ctx.loaders.material_companions())
     if prices is not None:
-        prime_current_prices(prices, ctx.loaders.current_prices_by_material, ctx.loaders.supplier_by_id)
+        # Partial price rows (plan.whole_prices False) go to the page's objects only.
+        prime_current_prices(prices, ctx.loaders.current_prices_by_material if plan.whole_prices else None,
+                             ctx.loaders.supplier_by_id)
 
     async def total() -> int:
         return await ctx.catalog.material_count(spec)
 
-    return make_page(kind, rows, window, prices), total
+    return make_page(kind, rows, window, prices, plan.whole_prices), total
 
 
 async def category_materials_page(

@@ -103,6 +103,7 @@ class Page:
     # Each row's current prices, when the statement that read the page read them too
     # (backends.catalog CURRENT_PRICE_COLUMNS): material id -> price rows, cheapest first.
     current_prices: Mapping[int, list[Any]] | None = None
+    whole_prices: bool = True  # False: those prices hold PRICE_SUMMARY_COLUMNS only
 
     def cursor(self, index: int) -> str:
         row = self.rows[index]
@@ -118,7 +119,7 @@ class Page:
 
 
 def make_page(kind: str, rows: Sequence[Any], window: PageWindow,
-              current_prices: Mapping[int, list[Any]] | None = None) -> Page:
+              current_prices: Mapping[int, list[Any]] | None = None, whole_prices: bool = True) -> Page:
     """Trims the extra row, restores display order and computes cursors and page info."""
     more = len(rows) > window.size
     rows = list(rows[: window.size])
@@ -127,4 +128,4 @@ def make_page(kind: str, rows: Sequence[Any], window: PageWindow,
         has_next, has_prev = window.has_cursor, more
     else:
         has_next, has_prev = more, window.has_cursor
-    return Page(kind, rows, has_next, has_prev, current_prices)
+    return Page(kind, rows, has_next, has_prev, current_prices, whole_prices)

@@ -201,6 +201,7 @@ def material_nodes(page: Page) -> list[Material]:
     from schema.supplier import Supplier
 
     prices = page.current_prices
+    make_price = Price.from_row if page.whole_prices else Price.summary
     categories: dict[int, Category] = {}
     units: dict[str, Unit] = {}
     suppliers: dict[int, Supplier] = {}
@@ -229,7 +230,7 @@ def material_nodes(page: Page) -> list[Material]:
         if prices is not None:
             current = held["currentPrices"] = []
             for price_row in prices.get(material.pk, ()):
-                price = Price.from_row(price_row)
+                price = make_price(price_row)
                 supplier = suppliers.get(price.supplier_id)
                 if supplier is None:
                     companion = supplier_of(price_row)

@@ -79,6 +79,18 @@ class Price:
         )
 
     @classmethod
+    def summary(cls, row: Any) -> Price:
+        """A price from a page's PRICE_SUMMARY_COLUMNS (backends.catalog): unit price, currency
+        and supplier only. The page reads no more because its query asks no more of it
+        (schema.query.read_plan); the other fields are None and never selected."""
+        return cls(
+            unit_price=row["unit_price"], currency=row["currency"], unit_calc_price=None, buy_price=None,
+            sale_price=None, stock=None, price_date=None, valid_from=None,  # type: ignore[arg-type]
+            pk=None, material_id=row["material_id"], supplier_id=row["supplier_id"],  # type: ignore[arg-type]
+            price_list_id=None, calc_unit_code=None,  # type: ignore[arg-type]
+        )
+
+    @classmethod
     def from_rows(cls, rows: list[asyncpg.Record]) -> list[Price]:
         return [cls.from_row(r) for r in rows]
 

@@ -13,8 +13,8 @@ from resolvers.ids import decode_id, parse_global_id
 from schema.category import Category
 from schema.material import Material, MaterialConnection, MaterialFilter, MaterialOrder, OrderDirection
 from schema.node import Node
-from schema.prefetch import fields_of, prefetch_direct, selections_under
-from schema.price import PriceList
+from schema.prefetch import fields_of, nested, prefetch_direct, selections_under
+from schema.price import Price, PriceList
 from schema.search import SearchHit, SearchMode, SearchResult, hits_of, search_result
 from schema.supplier import Supplier, SupplierConnection
 from schema.unit import Unit
@@ -22,14 +22,24 @@ from schema.unit import Unit
 DETAIL_FIELDS = frozenset({"description", "color", "attributes"})
 PRICE_FIELDS = frozenset({"currentPrices", "bestPrice"})
 TIME_FIELDS = frozenset({"createdAt", "updatedAt"})
+# What a price read with PRICE_SUMMARY_COLUMNS can answer (schema.price Price.summary).
+PRICE_SUMMARY_FIELDS = frozenset({"__typename", "unitPrice", "currency", "supplier"})
 
 
 def read_plan(info: strawberry.Info[Context, None]) -> MaterialReadPlan:
     """What the page's rows must bring, from what the query selects under `edges.node`."""
-    selected = {f.name for f in fields_of(selections_under(info, "edges", "node"), Material.TYPE_NAMES)}
+    node = selections_under(info, "edges", "node")
+    selected = {f.name for f in fields_of(node, Material.TYPE_NAMES)}
+    whole_prices = True
+    if "currentPrices" in selected and "bestPrice" not in selected:
+        # Only the unit price, currency and supplier of each price (every alias and fragment):
+        # the page reads just those columns (backends.catalog PRICE_SUMMARY_COLUMNS).
+        asked = {f.name for f in fields_of(nested(node, "currentPrices"), Price.TYPE_NAMES)}
+        whole_prices = not asked <= PRICE_SUMMARY_FIELDS
     return MaterialReadPlan(
         details=bool(selected & DETAIL_FIELDS), timestamps=bool(selected & TIME_FIELDS),
         category="category" in selected, unit="unit" in selected, current_prices=bool(selected & PRICE_FIELDS),
+        whole_prices=whole_prices,
     )
 
 

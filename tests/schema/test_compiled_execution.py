@@ -210,3 +210,38 @@ async def test_lists_of_objects_complete_as_graphql_core_does(query: str) -> Non
         assert ours.data is None and ours.errors[0].path == ["boxes", 1, "items", 1]
     else:
         assert ours.data["boxes"][0]["loose"] == [{"name": "c"}, None] and not ours.errors
+
+
+@pytest.mark.parametrize(("prices", "summary"), [
+    ("currentPrices { unitPrice currency supplier { id name } }", True),
+    ("cheap: currentPrices { __typename price: unitPrice } currentPrices { supplier { name priceLists(first: 1) "
+     "{ edges { node { version } } } } }", True),
+    ("currentPrices { ...S } ", True),
+    ("currentPrices { unitPrice ...S when: validFrom }", False),
+    ("currentPrices { unitPrice priceList { version } }", False),
+    ("currentPrices { unitPrice } bestPrice { unitPrice }", False),
+])
+async def test_pages_read_only_the_price_columns_their_selection_needs(
+    schemas: Any, monkeypatch: pytest.MonkeyPatch, prices: str, summary: bool
+) -> None:
+    """A page whose query asks only unit price, currency and supplier of the current prices
+    reads just those columns (backends.catalog PRICE_SUMMARY_COLUMNS), through aliases and
+    fragments; any other price field reads them whole. Either way the answer is the one
+    reading whole prices gives."""
+    import schema.query as query_module
+    from backends.postgres import track_queries
+
+    doc = ("query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) { edges { node { sku " + prices
+           + " } } } }\nfragment S on Price { currency supplier { name } }")
+    if "...S" not in prices:
+        doc = doc.split("\nfragment")[0]
+    _, compiled, _, pg = schemas
+    stats = track_queries(keep_statements=True)
+    data, errors = await _run(compiled, pg, doc, {"cat": None})
+    assert not errors and any(e["node"].get("currentPrices") for e in data["materials"]["edges"])
+    page_sql = next(s for s in stats.statements if "current_prices cp" in s)
+    assert ("cp_price_list_id" not in page_sql) is summary
+    monkeypatch.setattr(query_module, "PRICE_SUMMARY_FIELDS", frozenset())  # always whole prices
+    stats = track_queries(keep_statements=True)
+    assert await _run(compiled, pg, doc, {"cat": None}) == (data, errors)
+    assert "cp_price_list_id" in next(s for s in stats.statements if "current_prices cp" in s)
