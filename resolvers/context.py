@@ -42,6 +42,9 @@ class Context:
     # () -> (loaders, cache view, the outbox generation they read at, None if unknown)
     renew_loaders: Callable[[], tuple[RequestLoaders, CacheView | None, int | None]] | None = None
     renewed_through: int | None = None
+    # Set by schema.execution.CompiledExecutionContext: resolvers may hand it values it
+    # completes as they are (schema.page_render.Rendered).
+    compiled_completion: bool = False
 
     @property
     def actor(self) -> str:

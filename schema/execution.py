@@ -53,6 +53,9 @@ from graphql.execution.executor import gather_with_cancel
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from resolvers.context import Context
+from schema.page_render import Rendered
+
 DEFINITION = "strawberry-definition"
 PLAN_CACHE_SIZE = 1024  # compiled selection sets kept across requests (LRU)
 _SHAREABLE: dict[int, tuple[Any, bool]] = {}  # id(operation) -> (operation, plans may be shared)
@@ -85,6 +88,8 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # (type, id(field details list)) -> (the list, its compiled completion), likewise.
         self._objects: dict[tuple[str, int], tuple[Any, Complete | None]] = {}
         self._shareable: bool | None = None
+        if isinstance(self.context_value, Context):
+            self.context_value.compiled_completion = True
 
     # ------------------------------------------------------------------ execution
 
@@ -288,6 +293,8 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
             def list_value(value: Any) -> Any:
                 if value is None:
                     return None
+                if value.__class__ is Rendered:  # completed by its resolver (schema.page_render)
+                    return value.value
                 if isinstance(value, str | bytes | dict):
                     raise _NotCompiled
                 return [item(v) for v in value]

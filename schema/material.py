@@ -20,6 +20,7 @@ from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 from schema.category import Category
 from schema.node import Edge, Node, PageInfo, edges_around
+from schema.page_render import page_renderer, render_edges
 from schema.prefetch import Relation
 from schema.unit import Unit
 
@@ -178,6 +179,12 @@ class MaterialConnection:
     async def from_page(
         cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
     ) -> MaterialConnection:
+        if info.context.compiled_completion:  # the edges straight from the rows (schema.page_render)
+            raw = info._raw_info
+            renderer = page_renderer(raw.field_nodes, raw.fragments, page.whole_prices)
+            rendered = render_edges(renderer, page) if renderer is not None else None
+            if rendered is not None:
+                return cls(edges=rendered, page_info=PageInfo.of(page), count=count)  # type: ignore[arg-type]
         edges = await edges_around(MaterialEdge, page, material_nodes(page), info)
         return cls(edges=edges, page_info=PageInfo.of(page), count=count)
 

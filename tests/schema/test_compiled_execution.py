@@ -8,6 +8,7 @@ compiled plans.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -245,3 +246,99 @@ async def test_pages_read_only_the_price_columns_their_selection_needs(
     stats = track_queries(keep_statements=True)
     assert await _run(compiled, pg, doc, {"cat": None}) == (data, errors)
     assert "cp_price_list_id" in next(s for s in stats.statements if "current_prices cp" in s)
+
+
+RENDERABLE_PAGES = [
+    # W2's shape
+    """query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) { edges { node { id sku name
+       unit { code name } category { id name } currentPrices { unitPrice currency supplier { id name } } } } } }""",
+    # aliases, __typename, cursors, page info and count beside the edges, unit aliases, details
+    """query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) { totalCount pageInfo { endCursor hasNextPage }
+       first: edges { cursor __typename node { __typename key: id name description color unit { __typename aliases code } } }
+       } }""",
+    # the same key twice merges its selections; fragments on the type, on Node, on another type
+    """query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) { edges { node { ...A ... on Node { id }
+       category { id } category { name __typename } }
+       node { currentPrices { ...P } currentPrices { cheap: unitPrice buyPrice salePrice unitCalcPrice stock } } } } }
+       fragment A on Material { name sku }
+       fragment P on Price { __typename currency supplier { ... on Supplier { __typename name } } }""",
+]
+
+
+@pytest.mark.parametrize("query", RENDERABLE_PAGES)
+async def test_pages_rendered_from_rows_match_the_object_path(
+    schemas: Any, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """Pages whose selection schema.page_render knows are rendered from their rows, not built
+    as objects; the answer is the object path's, key for key and in the same order."""
+    import orjson
+
+    import schema.material as material_module
+
+    ids, compiled, plain, pg = schemas
+    for cat in (None, to_global_id("Category", ids.categories["binders"])):
+        expected = await _run(plain, pg, query, {"cat": cat})
+        assert not expected[1] and expected[0]["materials"]
+        built = material_module.material_nodes
+        monkeypatch.setattr(material_module, "material_nodes", None)  # the object path would fail
+        try:
+            for _ in range(2):
+                got = await _run(compiled, pg, query, {"cat": cat})
+                assert orjson.dumps(got[0]) == orjson.dumps(expected[0]) and got[1] == expected[1]
+        finally:
+            monkeypatch.setattr(material_module, "material_nodes", built)
+    assert any(isinstance(v, list) and v for v in expected[0]["materials"].values())  # binders has materials
+
+
+@pytest.mark.parametrize("query", [
+    MATERIAL_PAGE,
+    "{ materials(first: 5) { edges { node { name createdAt } } } }",
+    "{ materials(first: 5) { edges { node { name bestPrice { unitPrice } } } } }",
+    "query($u: Boolean!) { materials(first: 5) { edges { node { name unit @include(if: $u) { code } } } } }",
+    "{ materials(first: 5) { edges { node { currentPrices { validFrom } } } } }",
+    "{ materials(first: 5) { edges { node { category { parent { name } } } } } }",
+    "{ materials(first: 5) { first: edges { node { name } } again: edges { node { sku } } } }",
+])
+async def test_pages_the_renderer_does_not_know_take_the_object_path(schemas: Any, query: str) -> None:
+    from schema.page_render import page_renderer
+
+    _, compiled, plain, pg = schemas
+    variables = {"u": True} if "$u" in query else ({"cat": None} if "$cat" in query else {})
+    expected = await _run(plain, pg, query, variables)
+    assert await _run(compiled, pg, query, variables) == expected
+    from graphql import parse
+
+    document = parse(query)
+    operation = document.definitions[0]
+    field = operation.selection_set.selections[0]
+    assert page_renderer([field], {}, True) is None
+
+
+def test_a_row_the_renderer_cannot_answer_sends_the_page_to_the_object_path() -> None:
+    """A unit or supplier the page's joins did not find, a null name: the object path (its
+    loaders, its null handling) answers such a page, not the renderer."""
+    from graphql import parse
+
+    from resolvers.pagination import Page
+    from schema.page_render import page_renderer, render_edges
+
+    document = parse("{ materials { edges { cursor node { name unit { code } category { name } "
+                     "currentPrices { unitPrice supplier { name } } } } } }")
+    renderer = page_renderer([document.definitions[0].selection_set.selections[0]], {}, False)
+    assert renderer is not None
+    row = {"id": 1, "sort_key": "a", "name": "Цемент", "unit_code": "т", "unit_name": "тонна", "unit_aliases": "",
+           "category_id": None, "category_name": None}
+    price = {"unit_price": Decimal("10.50"), "currency": "RUB", "supplier_id": 3, "supplier_name": "ООО «А»"}
+
+    def page(row: dict[str, Any], prices: list[dict[str, Any]]) -> Page:
+        return Page("materials:NAME:asc", [row], False, False, {row["id"]: prices}, False)
+
+    rendered = render_edges(renderer, page(row, [price]))
+    assert rendered is not None
+    node = rendered.value[0]["node"]
+    assert node == {"name": "Цемент", "unit": {"code": "т"}, "category": None,
+                    "currentPrices": [{"unitPrice": "10.50", "supplier": {"name": "ООО «А»"}}]}
+    assert render_edges(renderer, page({**row, "unit_name": None}, [price])) is None
+    assert render_edges(renderer, page({**row, "name": None}, [price])) is None
+    assert render_edges(renderer, page({**row, "category_id": 2}, [price])) is None  # category not read along
+    assert render_edges(renderer, page(row, [{**price, "supplier_name": None}])) is None
