@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,9 +81,17 @@ class KnownRows(DataLoader[Any, Any]):
 
     @property
     def known(self) -> dict[Any, Any]:
+        """The remembered rows not yet asked for, those still to be built included."""
         known = self.__dict__.get("_known")
         if known is None:
             known = self.__dict__["_known"] = {}
+        later = self.__dict__.get("_later")
+        if later:
+            self.__dict__["_later"] = []
+            for build in later:  # in the order they were remembered: the first row of a key wins
+                rows = build()
+                for key, value in rows.items():
+                    known.setdefault(key, value)
         return known
 
     def remember(self, rows: Mapping[Any, Any]) -> None:
@@ -96,17 +105,28 @@ class KnownRows(DataLoader[Any, Any]):
         for key, value in rows.items():
             known.setdefault(key, value)
 
+    def remember_later(self, build: Callable[[], Mapping[Any, Any]]) -> None:
+        """Like `remember(build())`, with `build` called only if a key is ever asked for (a
+        page's fifty rows need not become related rows nobody reads)."""
+        if self.batch is not None and not self.batch.dispatched:
+            self.prime_many(build())
+            return
+        self.__dict__.setdefault("_later", []).append(build)
+
+    def _holds_rows(self) -> bool:
+        return bool(self.__dict__.get("_known") or self.__dict__.get("_later"))
+
     def settle(self, keys: Iterable[Any]) -> None:
         """Moves the remembered rows of `keys` into the cache (primed, as `prime_many` would)."""
-        known = self.__dict__.get("_known")
-        if not known:
+        if not self._holds_rows():
             return
+        known = self.known
         found = {key: known.pop(key) for key in keys if key in known}
         if found:
             self.prime_many(found)
 
     def load(self, key: Any) -> Any:
-        if self.__dict__.get("_known"):
+        if self._holds_rows():
             self.settle((key,))
         return super().load(key)
 
@@ -121,20 +141,31 @@ def prime(loader: DataLoader[Any, Any], rows: Mapping[Any, Any]) -> None:
 
 def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Companion]) -> None:
     """Primes each companion's loader with the related rows read along with `rows`, so the
-    relation they belong to costs no round trip of its own."""
+    relation they belong to costs no round trip of its own (built when first asked for, for
+    KnownRows loaders)."""
     for companion in companions:
-        related: dict[Any, Any] = {}
-        build, key_of = companion.build, companion.key
-        for row in rows:
-            if key_of is not None:
-                key = key_of(row)
-                if key is None or key in related:
-                    continue
-            built = build(row)
-            if built is not None and built[0] not in related:
-                related[built[0]] = built[1]
-        if related:
-            prime(companion.loader, related)
+        loader = companion.loader
+        if isinstance(loader, KnownRows):
+            loader.remember_later(functools.partial(related_rows, rows, companion))
+        else:
+            related = related_rows(rows, companion)
+            if related:
+                loader.prime_many(related)
+
+
+def related_rows(rows: Sequence[asyncpg.Record], companion: Companion) -> dict[Any, Any]:
+    """The companion's related rows read along with `rows`, by key (the first of each key)."""
+    related: dict[Any, Any] = {}
+    build, key_of = companion.build, companion.key
+    for row in rows:
+        if key_of is not None:
+            key = key_of(row)
+            if key is None or key in related:
+                continue
+        built = build(row)
+        if built is not None and built[0] not in related:
+            related[built[0]] = built[1]
+    return related
 
 
 def category_key(row: Any) -> int | None:
@@ -180,13 +211,22 @@ def prime_current_prices(
 ) -> None:
     """Primes the current-prices loader (None: not it) and the suppliers the prices name
     from the prices a page read along (backends.catalog CatalogReader.material_page_and_prices)."""
+    if prices and current_prices is not None:
+        prime(current_prices, prices)
+    if isinstance(suppliers, KnownRows):
+        suppliers.remember_later(functools.partial(named_suppliers, prices))
+    else:
+        named = named_suppliers(prices)
+        if named:
+            suppliers.prime_many(named)
+
+
+def named_suppliers(prices: Mapping[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    """The supplier rows (id, name) named by current prices read along with a page."""
     named: dict[int, dict[str, Any]] = {}
     for found in prices.values():
         for price in found:
             supplier_id = price["supplier_id"]
             if price["supplier_name"] is not None and supplier_id not in named:
                 named[supplier_id] = {"id": supplier_id, "name": price["supplier_name"]}
-    if prices and current_prices is not None:
-        prime(current_prices, prices)
-    if named:
-        prime(suppliers, named)
+    return named

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -126,3 +128,20 @@ async def test_prefetch_reads_remembered_rows() -> None:
     assert _cached_all(loader, [7]) == ["read-along-7"]
     assert await load_all(loader, [7, 8]) == ["read-along-7", "db-8"]
     assert loader.fetched == [[8]]
+
+
+async def test_rows_remembered_for_later_are_built_only_when_asked_for() -> None:
+    built: list[str] = []
+
+    def rows(name: str, mapping: dict[int, str]) -> Any:
+        def build() -> dict[int, str]:
+            built.append(name)
+            return mapping
+        return build
+
+    loader = _Counting({1: "db-1", 9: "db-9"})
+    loader.remember_later(rows("page-1", {1: "page-1:1", 2: "page-1:2"}))
+    loader.remember_later(rows("page-2", {2: "page-2:2", 3: "page-2:3"}))
+    assert built == []  # nobody asked yet
+    assert await loader.load_many([2, 3, 9]) == ["page-1:2", "page-2:3", "db-9"]  # the first remembered wins
+    assert built == ["page-1", "page-2"] and loader.fetched == [[9]]
