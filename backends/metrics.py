@@ -83,11 +83,22 @@ def refused(reason: str) -> None:
     RATE_LIMIT_REFUSALS.labels(reason).inc()
 
 
+# (operation, outcome) -> its labelled children: `labels()` takes a lock and builds a key on
+# every call. Operation labels are already bounded (middleware.observability keeps a fixed set).
+_REQUEST_CHILDREN: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
+
 def record_request(operation: str, outcome: str, seconds: float, round_trips: int | None) -> None:
-    REQUESTS.labels(operation, outcome).inc()
-    REQUEST_SECONDS.labels(operation, outcome).observe(seconds)
+    children = _REQUEST_CHILDREN.get((operation, outcome))
+    if children is None:
+        children = (REQUESTS.labels(operation, outcome), REQUEST_SECONDS.labels(operation, outcome),
+                    SQL_ROUND_TRIPS.labels(operation))
+        if len(_REQUEST_CHILDREN) < 4096:
+            _REQUEST_CHILDREN[(operation, outcome)] = children
+    children[0].inc()
+    children[1].observe(seconds)
     if round_trips is not None:
-        SQL_ROUND_TRIPS.labels(operation).observe(round_trips)
+        children[2].observe(round_trips)
 
 
 def record_pool(name: str, usage: dict[str, int]) -> None:
