@@ -173,3 +173,21 @@ async def test_the_api_keys_prefix_is_the_principal_and_refusals_are_counted_by_
     assert requests_of(after, "none", "refused") == requests_of(before, "none", "refused") + 1
     assert sum_values(after, "materials_rate_limit_refusals_total") == \
         sum_values(before, "materials_rate_limit_refusals_total") + 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_both_log_formats_format_records(fmt: str) -> None:
+    """The server's two log formats (LOG_FORMAT), as dictConfig builds them in each worker."""
+    import logging.config
+
+    from middleware.json_logs import logging_config
+
+    config = logging.config.DictConfigurator(logging_config(fmt))
+    formatter = config.configure_formatter(logging_config(fmt)["formatters"]["default"])
+    record = logging.LogRecord("materials.test", logging.WARNING, __file__, 1, "pool %s is %s", ("a", "full"), None)
+    line = formatter.format(record)
+    if fmt == "json":
+        assert orjson.loads(line) | {"ts": None} == {"ts": None, "level": "WARNING", "logger": "materials.test",
+                                                      "message": "pool a is full"}
+    else:
+        assert line.endswith(" WARNING materials.test: pool a is full")
