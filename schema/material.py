@@ -220,34 +220,33 @@ def material_nodes(page: Page) -> list[Material]:
         if category_id is None:
             held["category"] = None
         else:
-            category = categories.get(category_id)
-            if category is None:
-                companion = category_of(row)
-                if companion is not None:
-                    category = categories[category_id] = Category.from_row(companion[1])
+            category = _shared(categories, category_id, row, category_of, Category)
             if category is not None:
                 held["category"] = category
-        unit = units.get(material.unit_code)
-        if unit is None:
-            companion = unit_of(row)
-            if companion is not None:
-                unit = units[material.unit_code] = Unit.from_row(companion[1])
+        unit = _shared(units, material.unit_code, row, unit_of, Unit)
         if unit is not None:
             held["unit"] = unit
         if prices is not None:
             current = held["currentPrices"] = []
             for price_row in prices.get(material.pk, ()):
                 price = make_price(price_row)
-                supplier = suppliers.get(price.supplier_id)
-                if supplier is None:
-                    companion = supplier_of(price_row)
-                    if companion is not None:
-                        supplier = suppliers[price.supplier_id] = Supplier.from_row(companion[1])
+                supplier = _shared(suppliers, price.supplier_id, price_row, supplier_of, Supplier)
                 if supplier is not None:
                     price.prefetched["supplier"] = supplier
                 current.append(price)
         nodes.append(material)
     return nodes
+
+
+def _shared(built: dict[Any, Any], key: Any, row: Any, companion_of: Callable[[Any], Any], cls: Any) -> Any:
+    """The object for `key` built once per page from the companion columns of `row` (None if
+    the row has none: prefetching then loads it)."""
+    found = built.get(key)
+    if found is None:
+        companion = companion_of(row)
+        if companion is not None:
+            found = built[key] = cls.from_row(companion[1])
+    return found
 
 
 def _price_rows(rows: list[asyncpg.Record]) -> list[Any]:

@@ -236,17 +236,11 @@ def _unit(code: _Code, indent: int, slot: str, sets: list[Any], fragments: dict[
         return False
     code.add(indent, "if row['unit_name'] is None:")
     code.add(indent + 1, "raise Fallback")  # the unit was not read along: its loader finds it
-    parts = []
-    for key, (name, _) in fields.items():
-        if name == "__typename":
-            parts.append(f"{key!r}: 'Unit'")
-        elif name == "code":
-            parts.append(f"{key!r}: row['unit_code']")
-        elif name == "name":
-            parts.append(f"{key!r}: row['unit_name']")
-        else:  # aliases (loaders.base.unit_of)
-            parts.append(f"{key!r}: row['unit_aliases'].split('\\x1f') if row['unit_aliases'] else []")
-    code.add(indent, f"{slot} = {{{', '.join(parts)}}}")
+    literal = _literal(fields, "Unit", {
+        "code": "row['unit_code']", "name": "row['unit_name']",
+        "aliases": "row['unit_aliases'].split('\\x1f') if row['unit_aliases'] else []",  # loaders.base.unit_of
+    })
+    code.add(indent, f"{slot} = {literal}")
     return True
 
 
@@ -259,15 +253,8 @@ def _category(code: _Code, indent: int, slot: str, sets: list[Any], fragments: d
     code.add(indent, "else:")
     code.add(indent + 1, "if row['category_name'] is None:")
     code.add(indent + 2, "raise Fallback")
-    parts = []
-    for key, (name, _) in fields.items():
-        if name == "__typename":
-            parts.append(f"{key!r}: 'Category'")
-        elif name == "id":
-            parts.append(f"{key!r}: gid('Category', row['category_id'])")
-        else:
-            parts.append(f"{key!r}: row['category_name']")
-    code.add(indent + 1, f"{slot} = {{{', '.join(parts)}}}")
+    literal = _literal(fields, "Category", {"id": "gid('Category', row['category_id'])", "name": "row['category_name']"})
+    code.add(indent + 1, f"{slot} = {literal}")
     return True
 
 
@@ -297,15 +284,9 @@ def _prices(code: _Code, indent: int, slot: str, sets: list[Any], fragments: dic
                 return False
             code.add(indent + 1, "if p['supplier_name'] is None:")
             code.add(indent + 2, "raise Fallback")
-            parts = []
-            for skey, (sname, _) in supplier.items():
-                if sname == "__typename":
-                    parts.append(f"{skey!r}: 'Supplier'")
-                elif sname == "id":
-                    parts.append(f"{skey!r}: gid('Supplier', p['supplier_id'])")
-                else:
-                    parts.append(f"{skey!r}: p['supplier_name']")
-            code.add(indent + 1, f"q[{k}] = {{{', '.join(parts)}}}")
+            literal = _literal(supplier, "Supplier", {"id": "gid('Supplier', p['supplier_id'])",
+                                                      "name": "p['supplier_name']"})
+            code.add(indent + 1, f"q[{k}] = {literal}")
         else:  # Decimals, as the Decimal scalar serializes them
             column = {"unitPrice": "unit_price", "unitCalcPrice": "unit_calc_price", "buyPrice": "buy_price",
                       "salePrice": "sale_price"}[name]
@@ -319,6 +300,14 @@ def _prices(code: _Code, indent: int, slot: str, sets: list[Any], fragments: dic
     code.add(indent + 1, f"{items}.append(q)")
     code.add(indent, f"{slot} = {items}")
     return True
+
+
+def _literal(fields: Fields, type_name: str, values: dict[str, str]) -> str:
+    """A dict display of `fields` by response key: `__typename` is the type's name, any other
+    field the expression `values` gives for it."""
+    parts = [f"{key!r}: {type_name!r}" if name == "__typename" else f"{key!r}: {values[name]}"
+             for key, (name, _) in fields.items()]
+    return "{" + ", ".join(parts) + "}"
 
 
 def render_edges(renderer: Callable[[Page], list[Any]], page: Page) -> Rendered | None:
