@@ -67,6 +67,9 @@ class Companion:
     key: Callable[[Any], Any] | None = None
 
 
+_FORGOTTEN = object()
+
+
 class KnownRows(DataLoader[Any, Any]):
     """A loader that takes rows read along by other statements (`remember`) and puts them in
     its cache only when a key is asked for.
@@ -129,6 +132,22 @@ class KnownRows(DataLoader[Any, Any]):
         if self._holds_rows():
             self.settle((key,))
         return super().load(key)
+
+    # A cleared key is forgotten too: a remembered row must not come back after it. (Clearing
+    # a key only remembered, not yet in the cache, is not the error it is for an unknown key.)
+    def clear(self, key: Any) -> None:
+        if self._holds_rows() and self.known.pop(key, _FORGOTTEN) is not _FORGOTTEN and self.cache_map.get(key) is None:
+            return
+        super().clear(key)
+
+    def clear_many(self, keys: Iterable[Any]) -> None:
+        for key in keys:
+            self.clear(key)
+
+    def clear_all(self) -> None:
+        self.__dict__.pop("_known", None)
+        self.__dict__.pop("_later", None)
+        super().clear_all()
 
 
 def prime(loader: DataLoader[Any, Any], rows: Mapping[Any, Any]) -> None:

@@ -145,3 +145,15 @@ async def test_rows_remembered_for_later_are_built_only_when_asked_for() -> None
     assert built == []  # nobody asked yet
     assert await loader.load_many([2, 3, 9]) == ["page-1:2", "page-2:3", "db-9"]  # the first remembered wins
     assert built == ["page-1", "page-2"] and loader.fetched == [[9]]
+
+
+async def test_a_cleared_key_is_not_answered_from_remembered_rows() -> None:
+    loader = _Counting({1: "db-1", 2: "db-2", 3: "db-3"})
+    loader.remember({1: "read-along-1", 2: "read-along-2"})
+    loader.remember_later(lambda: {3: "read-along-3"})
+    loader.clear(1)
+    loader.clear_many([2])
+    assert await loader.load_many([1, 2, 3]) == ["db-1", "db-2", "read-along-3"]
+    loader.remember({4: "read-along-4"})
+    loader.clear_all()
+    assert await loader.load(4) is None and loader.fetched == [[1, 2], [4]]
