@@ -1,9 +1,11 @@
 """Reading the event outbox in id order, and pruning it past its retention.
 
 Ids become visible in id order (backends.outbox), so `id > cursor` read after a commit
-notification never passes over an event that commits later. Pruning removes a prefix of
-the outbox and records the largest id removed (`outbox_retention.pruned_through`): a cursor
-at or above it resumes exactly, one below it has lost events (CursorExpired).
+notification never passes over an event that commits later. Events are read from the view
+`outbox` (migrations/0011): `events` and the typed price changes of imports, in one id order.
+Pruning removes a prefix of the outbox and records the largest id removed
+(`outbox_retention.pruned_through`): a cursor at or above it resumes exactly, one below it
+has lost events (CursorExpired).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import asyncpg
 import orjson
 
 EVENT_COLUMNS = "id, topic, entity_id, payload::text AS payload, created_at"
+# The newest event id of either table (each max() an index lookup).
+LATEST_EVENT_SQL = ("SELECT greatest((SELECT coalesce(max(id), 0) FROM events), "
+                    "(SELECT coalesce(max(id), 0) FROM price_change_events))")
 PRUNE_LOCK = 7_107_500_061  # pg_advisory_xact_lock key: one instance prunes at a time
 
 
@@ -40,7 +45,7 @@ class CursorExpired(Exception):
 
 
 async def latest_event_id(conn: Any) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM events"))
+    return int(await conn.fetchval(LATEST_EVENT_SQL))
 
 
 async def events_after(conn: Any, after: int, limit: int, *, through: int | None = None,
@@ -50,12 +55,12 @@ async def events_after(conn: Any, after: int, limit: int, *, through: int | None
         raise ValueError(f"limit must be >= 1 (got {limit})")
     bound = through if through is not None else 2**63 - 1
     if topics is None:
-        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM outbox WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
                                 after, bound, limit)
     else:
         # (topic, id) index: a replay of price events skips the catalog's other events.
         rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE topic = ANY($1::text[]) AND id > $2 AND id <= $3 "
+            f"SELECT {EVENT_COLUMNS} FROM outbox WHERE topic = ANY($1::text[]) AND id > $2 AND id <= $3 "
             "ORDER BY id LIMIT $4", list(topics), after, bound, limit)
     return [OutboxEvent.from_row(r) for r in rows]
 
@@ -64,7 +69,7 @@ async def check_cursor(conn: Any, after: int) -> None:
     """Raises CursorExpired when events after `after` may have been pruned, or `after` is
     beyond the newest event (a cursor of another database, or of an outbox that was reset)."""
     row = await conn.fetchrow(
-        "SELECT (SELECT pruned_through FROM outbox_retention) AS pruned, (SELECT coalesce(max(id), 0) FROM events) AS latest")
+        f"SELECT (SELECT pruned_through FROM outbox_retention) AS pruned, ({LATEST_EVENT_SQL}) AS latest")
     pruned = row["pruned"] or 0
     if after < pruned:
         raise CursorExpired(f"the events after this cursor (event {after}) were removed: the outbox keeps events "
@@ -85,7 +90,7 @@ async def prune_events(conn: asyncpg.Connection, retention: timedelta, *, batch:
         cutoff = (now or await conn.fetchval("SELECT now()")) - retention
         upto = await conn.fetchval(
             """
-            WITH head AS (SELECT id, created_at FROM events ORDER BY id LIMIT $1)
+            WITH head AS (SELECT id, created_at FROM outbox ORDER BY id LIMIT $1)
             SELECT least(
                 coalesce((SELECT min(id) - 1 FROM head WHERE created_at >= $2), (SELECT max(id) FROM head)),
                 (SELECT min(last_event_id) FROM index_cursors))
@@ -94,6 +99,8 @@ async def prune_events(conn: asyncpg.Connection, retention: timedelta, *, batch:
             return 0
         status = await conn.execute("DELETE FROM events WHERE id <= $1", upto)
         deleted = int(status.split()[-1])
+        status = await conn.execute("DELETE FROM price_change_events WHERE id <= $1", upto)
+        deleted += int(status.split()[-1])
         if deleted:
             await conn.execute("UPDATE outbox_retention SET pruned_through = greatest(pruned_through, $1)", upto)
         return deleted
