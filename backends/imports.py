@@ -390,14 +390,10 @@ async def _import(
     # Events last: the outbox lock is then held only from here to commit. New materials
     # first, so a consumer never sees a price of a material it has not heard of.
     await lock_outbox(conn)
+    # Typed rows of the outbox (migrations/0013): the view `outbox` gives them their payload.
     created_events = await conn.execute(
-        """
-        INSERT INTO events (topic, entity_id, payload)
-        SELECT 'material.created', id, ('{"materialId":' || id || ',"sku":' || coalesce(to_json(sku)::text, 'null')
-                                        || ',"name":' || to_json(name)::text || ',"unit":' || to_json(unit_code)::text
-                                        || ',"source":"import"}')::jsonb
-        FROM import_created ORDER BY id
-        """)
+        "INSERT INTO material_created_events (material_id, sku, name, unit_code) "
+        "SELECT id, sku, name, unit_code FROM import_created ORDER BY id")
     # A price changed when the supplier's current price of a material differs from the new
     # one; a material the new list no longer carries changes to null. Typed rows of the
     # outbox (migrations/0011): the view `outbox` gives them the jsonb payload consumers read.

@@ -2,7 +2,7 @@
 
 Ids become visible in id order (backends.outbox), so `id > cursor` read after a commit
 notification never passes over an event that commits later. Events are read from the view
-`outbox` (migrations/0011): `events` and the typed price changes of imports, in one id order.
+`outbox` (migrations/0011, 0013): `events` and the typed events of imports, in one id order.
 Pruning removes a prefix of the outbox and records the largest id removed
 (`outbox_retention.pruned_through`): a cursor at or above it resumes exactly, one below it
 has lost events (CursorExpired).
@@ -19,9 +19,11 @@ import asyncpg
 import orjson
 
 EVENT_COLUMNS = "id, topic, entity_id, payload::text AS payload, created_at"
-# The newest event id of either table (each max() an index lookup).
-LATEST_EVENT_SQL = ("SELECT greatest((SELECT coalesce(max(id), 0) FROM events), "
-                    "(SELECT coalesce(max(id), 0) FROM price_change_events))")
+# The tables of the outbox, which share one id sequence (migrations/0011, 0013).
+OUTBOX_TABLES = ("events", "price_change_events", "material_created_events")
+# The newest event id of any of them (each max() an index lookup).
+LATEST_EVENT_SQL = "SELECT greatest(" + ", ".join(
+    f"(SELECT coalesce(max(id), 0) FROM {table})" for table in OUTBOX_TABLES) + ")"
 PRUNE_LOCK = 7_107_500_061  # pg_advisory_xact_lock key: one instance prunes at a time
 
 
@@ -97,10 +99,10 @@ async def prune_events(conn: asyncpg.Connection, retention: timedelta, *, batch:
             """, batch, cutoff)
         if upto is None:
             return 0
-        status = await conn.execute("DELETE FROM events WHERE id <= $1", upto)
-        deleted = int(status.split()[-1])
-        status = await conn.execute("DELETE FROM price_change_events WHERE id <= $1", upto)
-        deleted += int(status.split()[-1])
+        deleted = 0
+        for table in OUTBOX_TABLES:
+            status = await conn.execute(f"DELETE FROM {table} WHERE id <= $1", upto)
+            deleted += int(status.split()[-1])
         if deleted:
             await conn.execute("UPDATE outbox_retention SET pruned_through = greatest(pruned_through, $1)", upto)
         return deleted

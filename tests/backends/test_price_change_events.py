@@ -1,5 +1,6 @@
-"""price.changed events of imports are typed rows (price_change_events, migrations/0011) beside
-`events`: one id sequence, read together through the view `outbox` by every consumer."""
+"""The events of imports are typed rows (price_change_events, material_created_events:
+migrations/0011, 0013) beside `events`: one id sequence, read together through the view
+`outbox` by every consumer."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ async def test_consumers_read_price_changes_and_other_events_in_one_id_order(
     await record_events(conn, [("material.updated", 1, {"materialId": 1})])  # a mutation between imports
     second = await _import(empty_catalog, supplier, "Цемент М500,CEM-1,Цемент,540,RUB,мешок,10,16.11.2026\n", "v2.csv")
 
-    typed = await conn.fetchval("SELECT count(*) FROM price_change_events")
-    assert typed == 2 and await conn.fetchval("SELECT count(*) FROM events WHERE topic = 'price.changed'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM price_change_events") == 2
+    assert await conn.fetchval("SELECT count(*) FROM material_created_events") == 1
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE topic IN ('price.changed', 'material.created')") == 0
     events = await events_after(conn, 0, 100)
     assert [e.topic for e in events] == ["material.created", "price.changed", "price_list.imported",
                                          "material.updated", "price.changed", "price_list.imported"]
@@ -52,12 +54,14 @@ async def test_consumers_read_price_changes_and_other_events_in_one_id_order(
     assert change.entity_id == cement and change.payload["priceListId"] == second
     assert previous_unit_price(change) == 520 and price_row(change)["unit_price"] == 540
     assert PriceEventFilter(supplier_id=supplier, material_ids=frozenset({cement})).accepts(change)
+    assert events[0].entity_id == cement and events[0].payload == {
+        "materialId": cement, "sku": "CEM-1", "name": "Цемент М500", "unit": "мешок", "source": "import"}
     # A topic filter (subscription replay) reads the typed rows alone.
     assert [e.id for e in await events_after(conn, 0, 100, topics=["price.changed"])] == [events[1].id, change.id]
     assert [e.id for e in await events_after(conn, events[1].id, 1, topics=["price.changed"])] == [change.id]
 
 
-async def test_pruning_removes_price_changes_with_the_other_events(
+async def test_pruning_removes_typed_events_with_the_other_events(
     empty_catalog: PostgresBackend, conn: asyncpg.Connection, retention_reset: None
 ) -> None:
     supplier = await conn.fetchval("INSERT INTO suppliers (name) VALUES ('ООО «Типы»') RETURNING id")
@@ -65,7 +69,8 @@ async def test_pruning_removes_price_changes_with_the_other_events(
     events = await events_after(conn, 0, 100)
     changes = [e.id for e in events if e.topic == "price.changed"]
     assert len(changes) == 2
-    await conn.execute("UPDATE events SET created_at = now() - interval '2 hours'")
+    for table in ("events", "material_created_events"):
+        await conn.execute(f"UPDATE {table} SET created_at = now() - interval '2 hours'")
     await conn.execute("UPDATE price_change_events SET created_at = now() - interval '2 hours' WHERE id = $1",
                        changes[0])
     # The prefix of old events ends before the second price change (still within retention).
@@ -91,5 +96,6 @@ async def test_the_cache_is_invalidated_by_typed_price_changes(
     assert before < change < gen == await latest_event_id(conn)
     assert freshness.touched[f"price_list:{lst}"] == gen  # the list's own event, last
     assert freshness.touched[f"material:{cement}"] == change
+    assert freshness.touched["list:categories"] == gen  # set by the import's material.created too
     assert not freshness.valid(before, [f"material:{cement}"])
     assert freshness.valid(gen, [f"material:{cement}", f"supplier:{supplier}"])
