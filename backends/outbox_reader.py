@@ -60,7 +60,8 @@ async def events_after(conn: Any, after: int, limit: int, *, through: int | None
         rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM outbox WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
                                 after, bound, limit)
     else:
-        # (topic, id) index: a replay of price events skips the catalog's other events.
+        # `events` through its (topic, id) index; a typed table whose topic is not asked for is
+        # skipped (its topic is a constant of the view): a replay of price events reads no other.
         rows = await conn.fetch(
             f"SELECT {EVENT_COLUMNS} FROM outbox WHERE topic = ANY($1::text[]) AND id > $2 AND id <= $3 "
             "ORDER BY id LIMIT $4", list(topics), after, bound, limit)
