@@ -33,15 +33,15 @@ log = logging.getLogger(__name__)
 
 LATEST_EVENT = LATEST_EVENT_SQL
 # The tables of the outbox (backends.outbox_reader.OUTBOX_TABLES), the typed events of imports
-# without building their payloads.
+# without building their payloads; one ORDER BY id LIMIT per table (as first_ids_sql).
 EVENTS_BETWEEN = (
     "SELECT * FROM ("
-    "SELECT id, topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
-    "payload->>'source' AS source FROM events WHERE id > $1 AND id <= $2 "
-    "UNION ALL SELECT id, 'price.changed', material_id, supplier_id::text, price_list_id::text, NULL "
-    "FROM price_change_events WHERE id > $1 AND id <= $2 "
-    "UNION ALL SELECT id, 'material.created', material_id, NULL, NULL, 'import' "
-    "FROM material_created_events WHERE id > $1 AND id <= $2) e ORDER BY id LIMIT $3"
+    "(SELECT id, topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
+    "payload->>'source' AS source FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
+    "UNION ALL (SELECT id, 'price.changed', material_id, supplier_id::text, price_list_id::text, NULL "
+    "FROM price_change_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
+    "UNION ALL (SELECT id, 'material.created', material_id, NULL, NULL, 'import' "
+    "FROM material_created_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3)) e ORDER BY id LIMIT $3"
 )
 
 

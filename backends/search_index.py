@@ -28,7 +28,7 @@ import asyncpg
 
 from backends.background import BackgroundJob
 from backends.embedder import Embedder
-from backends.outbox_reader import latest_event_id
+from backends.outbox_reader import first_ids_sql, latest_event_id
 from backends.postgres import PostgresBackend
 from backends.vectors import VectorIndex, VectorIndexError, VectorPayload, VectorPoint, collection_name
 
@@ -55,8 +55,8 @@ async def _events_after(conn: asyncpg.Connection, after: int, limit: int,
                         topics: Sequence[str]) -> tuple[int, list[asyncpg.Record]]:
     """Events after the cursor (up to `limit` ids), and the last id looked at."""
     rows = await conn.fetch(
-        "SELECT id, topic, entity_id FROM outbox WHERE id > $1 ORDER BY id LIMIT $2", after, limit
-    )
+        f"SELECT id, topic, entity_id FROM outbox WHERE id = ANY(ARRAY({first_ids_sql('id > $1', '$2')})) ORDER BY id",
+        after, limit)
     if not rows:
         return after, []
     return rows[-1]["id"], [r for r in rows if r["topic"] in topics]

@@ -14,18 +14,20 @@ CREATE TABLE material_created_events (
 CREATE TRIGGER material_created_events_notify AFTER INSERT ON material_created_events
     FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
 
--- The payload as backends.imports wrote it to `events` before.
-CREATE FUNCTION material_created_payload(e material_created_events) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ('{"materialId":' || e.material_id || ',"sku":' || coalesce(to_json(e.sku)::text, 'null')
-            || ',"name":' || to_json(e.name)::text || ',"unit":' || to_json(e.unit_code)::text
-            || ',"source":"import"}')::jsonb;
+-- The payload as backends.imports wrote it to `events` before, as JSON text (see 0011).
+CREATE FUNCTION material_created_payload_text(e material_created_events) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE  -- as to_json(): an IMMUTABLE one would not be inlined
+    RETURN '{"materialId":' || e.material_id || ',"sku":' || coalesce(to_json(e.sku)::text, 'null')
+           || ',"name":' || to_json(e.name)::text || ',"unit":' || to_json(e.unit_code)::text
+           || ',"source":"import"}';
 
 CREATE OR REPLACE VIEW outbox AS
-    SELECT id, topic, entity_id, payload, created_at FROM events
+    SELECT id, topic, entity_id, payload, created_at, payload::text AS payload_text FROM events
     UNION ALL
-    SELECT e.id, 'price.changed'::text, e.material_id, price_change_payload(e), e.created_at
+    SELECT e.id, 'price.changed'::text, e.material_id, price_change_payload_text(e)::jsonb, e.created_at,
+           price_change_payload_text(e)
       FROM price_change_events e
     UNION ALL
-    SELECT e.id, 'material.created'::text, e.material_id, material_created_payload(e), e.created_at
+    SELECT e.id, 'material.created'::text, e.material_id, material_created_payload_text(e)::jsonb, e.created_at,
+           material_created_payload_text(e)
       FROM material_created_events e;

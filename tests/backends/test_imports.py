@@ -339,6 +339,9 @@ async def test_event_payloads_are_the_json_they_always_were(
         "WHERE e.topic = 'material.created'")
     assert len(created) == 4 and all(r["same"] for r in created)
     assert 'Болт "М8" \\ 50, ёмкость\tтаб' in {r["name"] for r in created}
+    # The readers parse the text form (outbox_reader): the same JSON, escapes and all.
+    texts = await conn.fetch("SELECT topic, payload_text::jsonb = payload AS same FROM outbox")
+    assert len(texts) == 12 and all(r["same"] for r in texts)  # 4 created, 6 price changes, 2 lists
 
 
 @pytest.mark.parametrize("name", [
