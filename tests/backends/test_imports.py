@@ -306,8 +306,9 @@ WHERE e.topic = 'price.changed'
 async def test_event_payloads_are_the_json_they_always_were(
     empty_catalog: PostgresBackend, conn: asyncpg.Connection
 ) -> None:
-    """The import writes its events' JSON as text (cheaper than jsonb_build_object per row):
-    every value, escape and null must come out as jsonb_build_object made it."""
+    """The import's events are typed rows whose JSON the view `outbox` puts together as text
+    (migrations/0011, 0013): every value, escape and null must come out as
+    jsonb_build_object made it."""
     supplier = await _supplier(conn)
     header = ("name,sku,use_category,unit_price,unit_price_currency,unit_calc_price,unit_calc_price_currency,"
               "buy_price,buy_price_currency,sale_price,sale_price_currency,calc_unit,count,date_price_change\n")
