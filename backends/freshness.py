@@ -1,8 +1,9 @@
 """When a cached value may be served: generations read from the event outbox.
 
-The outbox (`events`) is the invalidation log. Its ids become visible in id order
-(backends.outbox), so the largest committed id is a generation: a read that starts after
-generation G has been observed sees every change whose event id is <= G.
+The outbox (`events` and the typed events of imports, one id sequence) is the invalidation
+log. Its ids become visible in id order (backends.outbox), so the largest committed id is a
+generation: a read that starts after generation G has been observed sees every change whose
+event id is <= G.
 
 - Every cache entry records the generation observed before its value was read, and tags
   (material:7, supplier:3, list:materials ...).
@@ -24,15 +25,23 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from backends.outbox_reader import LATEST_EVENT_SQL
 from backends.postgres import PostgresBackend
 from backends.redis_link import RedisLink, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
-LATEST_EVENT = "SELECT coalesce(max(id), 0) FROM events"
+LATEST_EVENT = LATEST_EVENT_SQL
+# The tables of the outbox (backends.outbox_reader.OUTBOX_TABLES), the typed events of imports
+# without building their payloads; one ORDER BY id LIMIT per table (as first_ids_sql).
 EVENTS_BETWEEN = (
-    "SELECT id, topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
-    "payload->>'source' AS source FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3"
+    "SELECT * FROM ("
+    "(SELECT id, topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
+    "payload->>'source' AS source FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
+    "UNION ALL (SELECT id, 'price.changed', material_id, supplier_id::text, price_list_id::text, NULL "
+    "FROM price_change_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
+    "UNION ALL (SELECT id, 'material.created', material_id, NULL, NULL, 'import' "
+    "FROM material_created_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3)) e ORDER BY id LIMIT $3"
 )
 
 

@@ -221,9 +221,11 @@ async def import_price_list(
     effective_at: datetime | None = None,
     progress: Progress | None = None,
     started: Started | None = None,
+    phase_done: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Imports one price-list file for a supplier; see the module docstring. Progress is also
-    published for `importProgress` subscribers (backends.import_progress).
+    published for `importProgress` subscribers (backends.import_progress). `phase_done(name)` is
+    called as each step of ImportResult.phases ends (benchmarks read CPU counters there).
 
     Raises PriceFileError (the file cannot be used; nothing stored) or SupplierNotFound.
     """
@@ -260,7 +262,8 @@ async def import_price_list(
 
     try:
         async with pg.transaction() as conn:
-            result = await _import(_Patient(conn), supplier_id, price_file, effective, rows_done, reserved, started_at)
+            result = await _import(_Patient(conn), supplier_id, price_file, effective, rows_done, reserved, started_at,
+                                      phase_done)
         # Counted once committed: rolled-back rows were never imported.
         IMPORT_ROWS.labels("stored").inc(result.row_count)
         IMPORT_ROWS.labels("rejected").inc(result.rejected_count)
@@ -301,7 +304,7 @@ def _checksum_first(source: str | Path | BinaryIO) -> str | None:
 
 async def _import(
     conn: _Patient, supplier_id: int, price_file: PriceFile, effective: datetime,
-    progress: Progress | None, reserved: Started, started: float,
+    progress: Progress | None, reserved: Started, started: float, phase_done: Callable[[str], None] | None,
 ) -> ImportResult:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LOCK % 2**31, supplier_id)
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM suppliers WHERE id = $1)", supplier_id):
@@ -320,6 +323,8 @@ async def _import(
         now = time.perf_counter()
         phases[name] = round(now - mark, 3)
         mark = now
+        if phase_done is not None:
+            phase_done(name)
 
     # Sorts and hashes of a whole file stay in memory; the plans are simple enough that JIT
     # compilation only adds its own time.
@@ -385,48 +390,30 @@ async def _import(
     # Events last: the outbox lock is then held only from here to commit. New materials
     # first, so a consumer never sees a price of a material it has not heard of.
     await lock_outbox(conn)
+    # Typed rows of the outbox (migrations/0013): the view `outbox` gives them their payload.
     created_events = await conn.execute(
-        """
-        INSERT INTO events (topic, entity_id, payload)
-        SELECT 'material.created', id, ('{"materialId":' || id || ',"sku":' || coalesce(to_json(sku)::text, 'null')
-                                        || ',"name":' || to_json(name)::text || ',"unit":' || to_json(unit_code)::text
-                                        || ',"source":"import"}')::jsonb
-        FROM import_created ORDER BY id
-        """)
+        "INSERT INTO material_created_events (material_id, sku, name, unit_code) "
+        "SELECT id, sku, name, unit_code FROM import_created ORDER BY id")
     # A price changed when the supplier's current price of a material differs from the new
-    # one; a material the new list no longer carries changes to null.
+    # one; a material the new list no longer carries changes to null. Typed rows of the
+    # outbox (migrations/0011): the view `outbox` gives them the jsonb payload consumers read.
     price_events = await conn.execute(
         """
-        INSERT INTO events (topic, entity_id, payload)
-        SELECT 'price.changed', coalesce(n.material_id, o.material_id), (
-                   -- JSON text put together and parsed once: jsonb_build_object() per row cost a
-                   -- quarter more (0.62 against 0.50 CPU s per 100k events).
-                   -- Numbers travel as strings, as they did; to_json() quotes text and dates.
-                   '{"materialId":' || coalesce(n.material_id, o.material_id) || ',"supplierId":' || $1::bigint
-                   || ',"priceListId":' || $2::bigint || ',"currency":' || to_json(coalesce(n.currency, o.currency))::text
-                   || ',"oldUnitPrice":' || coalesce('"' || o.unit_price || '"', 'null')
-                   || ',"newUnitPrice":' || coalesce('"' || n.unit_price || '"', 'null')
-                   -- What subscriptions filter on and answer with (backends.price_events), so
-                   -- fanning an event out needs no query: the category's path (itself and its
-                   -- ancestors) at the time of the change, and the new price row (null when the
-                   -- new list no longer carries the material).
-                   || ',"categoryPath":' || coalesce('[' || array_to_string(c.path, ',') || ']', 'null')
-                   || ',"price":' || CASE WHEN n.material_id IS NULL THEN 'null' ELSE
-                          '{"id":' || n.price_id || ',"unitPrice":"' || n.unit_price || '","currency":'
-                          || to_json(n.currency)::text || ',"calcUnit":' || coalesce(to_json(n.calc_unit_code)::text, 'null')
-                          || ',"unitCalcPrice":' || coalesce('"' || n.unit_calc_price || '"', 'null')
-                          || ',"buyPrice":' || coalesce('"' || n.buy_price || '"', 'null')
-                          || ',"salePrice":' || coalesce('"' || n.sale_price || '"', 'null')
-                          || ',"stock":' || coalesce(n.stock::text, 'null')
-                          || ',"priceDate":' || coalesce(to_json(n.price_date)::text, 'null')
-                          || ',"validFrom":' || to_json(n.valid_from)::text || '}' END
-                   || '}')::jsonb
+        INSERT INTO price_change_events (material_id, supplier_id, price_list_id, currency, old_unit_price,
+                                         category_path, price_id, unit_price, calc_unit_code, unit_calc_price,
+                                         buy_price, sale_price, stock, price_date, valid_from)
+        -- What subscriptions filter on and answer with (backends.price_events), so fanning an
+        -- event out needs no query: the category's path (itself and its ancestors) at the time
+        -- of the change, and the new price row (none when the new list no longer carries it).
+        SELECT coalesce(n.material_id, o.material_id), $1, $2, coalesce(n.currency, o.currency), o.unit_price,
+               c.path, n.price_id, n.unit_price, n.calc_unit_code, n.unit_calc_price,
+               n.buy_price, n.sale_price, n.stock, n.price_date, n.valid_from
         FROM import_current n
         FULL JOIN (SELECT * FROM current_prices WHERE supplier_id = $1) o ON o.material_id = n.material_id
         LEFT JOIN materials m ON m.id = coalesce(n.material_id, o.material_id)
         LEFT JOIN categories c ON c.id = m.category_id
         WHERE o.unit_price IS DISTINCT FROM n.unit_price OR o.currency IS DISTINCT FROM n.currency
-        ORDER BY 2
+        ORDER BY 1
         """,
         supplier_id, list_id)
     # The list itself: its supplier's current prices all point at it now, even the unchanged ones.

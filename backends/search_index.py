@@ -28,6 +28,7 @@ import asyncpg
 
 from backends.background import BackgroundJob
 from backends.embedder import Embedder
+from backends.outbox_reader import first_ids_sql, latest_event_id
 from backends.postgres import PostgresBackend
 from backends.vectors import VectorIndex, VectorIndexError, VectorPayload, VectorPoint, collection_name
 
@@ -54,8 +55,8 @@ async def _events_after(conn: asyncpg.Connection, after: int, limit: int,
                         topics: Sequence[str]) -> tuple[int, list[asyncpg.Record]]:
     """Events after the cursor (up to `limit` ids), and the last id looked at."""
     rows = await conn.fetch(
-        "SELECT id, topic, entity_id FROM events WHERE id > $1 ORDER BY id LIMIT $2", after, limit
-    )
+        f"SELECT id, topic, entity_id FROM outbox WHERE id = ANY(ARRAY({first_ids_sql('id > $1', '$2')})) ORDER BY id",
+        after, limit)
     if not rows:
         return after, []
     return rows[-1]["id"], [r for r in rows if r["topic"] in topics]
@@ -122,7 +123,7 @@ class TextIndexer(_Followed):
         """All documents from the catalog, in one transaction; the cursor moves to the newest event."""
         async with self.pg.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('search-index:text'))")
-            last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM events")
+            last = await latest_event_id(conn)
             await conn.execute("TRUNCATE material_search, search_words")
             await conn.execute(_DOCUMENTS.format(where=""))
             await conn.execute(_WORDS.format(where=""))
@@ -224,7 +225,7 @@ class VectorIndexer(_Followed):
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Every live material, embedded again; the cursor moves to the event newest at the start."""
         async with self.pg.pool.acquire() as conn:
-            last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM events")
+            last = await latest_event_id(conn)
             ids = [r["id"] for r in await conn.fetch(
                 "SELECT id FROM materials WHERE deleted_at IS NULL ORDER BY id")]
         await self.index.clear()

@@ -164,15 +164,25 @@ def child(path: str, supplier: str) -> None:
             server_before = total_cpu_s(pids)
             before = _rss_kb(reset_peak=True)
             client_before = time.process_time()
+            phase_cpu: dict[str, float | None] = {}
+            mark = server_before
+
+            def phase_done(name: str) -> None:
+                nonlocal mark
+                now = total_cpu_s(pids)
+                phase_cpu[name] = None if now is None or mark is None else round(now - mark, 2)
+                mark = now
+
             started = time.perf_counter()
-            result = await import_price_list(pg, sid, path)
+            result = await import_price_list(pg, sid, path, phase_done=phase_done)
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_before
             peak = _peak_rss_kb()
             server_after = total_cpu_s(pids)
             server_cpu = None if server_before is None or server_after is None else server_after - server_before
         return {"rows": result.row_count + result.rejected_count, "valid": result.row_count,
-                "rejected": result.rejected_count, "created": result.materials_created, "events": result.events, "phases": result.phases,
+                "rejected": result.rejected_count, "created": result.materials_created, "events": result.events,
+                "phases": result.phases, "phase_cpu": phase_cpu,
                 "import_s": elapsed, "rss_before_mb": before / 1024, "rss_growth_mb": (peak - before) / 1024,
                 "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "loadavg": os.getloadavg()[0]}
 
@@ -216,6 +226,7 @@ def main() -> None:
         print(f"  CPU: server {first['server_cpu_s']:.2f} s ({first['rows'] / max(first['server_cpu_s'], 0.01):,.0f} rows "
               f"per server CPU second), client {first['client_cpu_s']:.2f} s; load average at the end "
               f"{first['loadavg']:.1f} on {os.cpu_count()} cores")
+        print(f"  server CPU per phase (s): {first['phase_cpu']}")
     print(f"same file again:       {again['import_s']:.2f} s (duplicate detected, nothing changed), "
           f"peak RSS growth {again['rss_growth_mb']:.1f} MB")
 

@@ -139,16 +139,19 @@ async def _prepare_fanout(database: str, materials: int) -> tuple[int, list[str]
 
 async def _commit_imports(database: str, supplier: int, names: list[str], imports: int) -> list[tuple[int, int, float]]:
     from backends.imports import import_price_list
+    from backends.outbox_reader import latest_event_id
     from backends.postgres import PostgresBackend
 
     commits = []
     async with PostgresBackend(_url(database)) as pg:
         for k in range(imports):
-            before = await pg.fetchval("SELECT coalesce(max(id), 0) FROM events")
+            async with pg.pool.acquire() as conn:
+                before = await latest_event_id(conn)
             body = "name,use_category,unit,price\n" + "".join(f"{n},,шт,{10 + k + i / 100:.2f}\n" for i, n in enumerate(names))
             await import_price_list(pg, supplier, io.BytesIO(body.encode()), filename=f"bench-{k}.csv")
             committed = time.time()
-            after = await pg.fetchval("SELECT max(id) FROM events")
+            async with pg.pool.acquire() as conn:
+                after = await latest_event_id(conn)
             commits.append((before, after, committed))
             await asyncio.sleep(2.0)  # let the burst drain: each import's delays are its own
     return commits

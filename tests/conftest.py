@@ -26,7 +26,7 @@ from backends.migrator import apply_migrations
 from backends.postgres import PostgresBackend
 
 DATA_TABLES = (
-    "material_search, search_words, search_queries, index_cursors, events, audit_log, api_keys, persisted_queries, current_prices, prices, prices_archive, price_list_rejected_rows, price_lists, materials, suppliers, categories"
+    "material_search, search_words, search_queries, index_cursors, events, price_change_events, material_created_events, audit_log, api_keys, persisted_queries, current_prices, prices, prices_archive, price_list_rejected_rows, price_lists, materials, suppliers, categories"
 )
 
 

@@ -63,7 +63,7 @@ async def retention_reset(conn: asyncpg.Connection) -> AsyncIterator[None]:
 
 async def price_event_ids(conn: asyncpg.Connection, after: int = 0) -> list[int]:
     return [r["id"] for r in await conn.fetch(
-        "SELECT id FROM events WHERE topic = 'price.changed' AND id > $1 AND payload->'price' <> 'null' ORDER BY id",
+        "SELECT id FROM outbox WHERE topic = 'price.changed' AND id > $1 AND payload->'price' <> 'null' ORDER BY id",
         after)]
 
 

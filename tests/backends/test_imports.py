@@ -34,7 +34,7 @@ async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
     row = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM price_lists) AS lists, (SELECT count(*) FROM prices) AS prices, "
         "(SELECT count(*) FROM materials) AS materials, (SELECT count(*) FROM categories) AS categories, "
-        "(SELECT count(*) FROM current_prices) AS current, (SELECT count(*) FROM events) AS events, "
+        "(SELECT count(*) FROM current_prices) AS current, (SELECT count(*) FROM outbox) AS events, "
         "(SELECT count(*) FROM price_list_rejected_rows) AS rejected")
     return dict(row)
 
@@ -168,7 +168,7 @@ async def test_events_exist_once_committed_and_describe_the_change(
     supplier = await _supplier(conn)
     await import_price_list(empty_catalog, supplier, SAMPLES / "test_price_v1.csv")
     await import_price_list(empty_catalog, supplier, SAMPLES / "test_price_v2.csv")
-    events = await conn.fetch("SELECT id, topic, payload FROM events ORDER BY id")
+    events = await conn.fetch("SELECT id, topic, payload FROM outbox ORDER BY id")
     topics = [e["topic"] for e in events]
     assert topics.count("material.created") == 3
     changes = [e["payload"] for e in events if e["topic"] == "price.changed"]
@@ -219,7 +219,7 @@ async def test_cli_import_killed_mid_way_leaves_no_partial_version(database_url:
             "SELECT count(*) FROM price_lists pl JOIN suppliers s ON s.id = pl.supplier_id "
             "WHERE s.name = 'ООО «Лесторг»'") == 0
         assert await conn.fetchval("SELECT count(*) FROM materials WHERE name LIKE 'Брус строганый%'") == 0
-        assert await conn.fetchval("SELECT count(*) FROM events WHERE payload->>'name' LIKE 'Брус строганый%'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE payload->>'name' LIKE 'Брус строганый%'") == 0
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -271,7 +271,7 @@ async def test_the_csv_fast_path_stores_what_the_reference_path_stores(
             "LEFT JOIN categories c ON c.id = m.category_id ORDER BY p.id")
         rejected = await conn.fetch(
             'SELECT line, "column", message, raw FROM price_list_rejected_rows ORDER BY line, message')
-        events = await conn.fetch("SELECT topic, entity_id, payload::text FROM events ORDER BY id")
+        events = await conn.fetch("SELECT topic, entity_id, payload::text FROM outbox ORDER BY id")
         current = await conn.fetch("SELECT material_id, unit_price::text, price_id FROM current_prices ORDER BY 1")
         stored[fast] = (result.row_count, result.rejected_count, result.materials_created, result.events,
                         [tuple(r) for r in prices], [tuple(r) for r in rejected], [tuple(r) for r in events],
@@ -296,7 +296,7 @@ SELECT e.id, e.payload = jsonb_build_object(
                'unitCalcPrice', p.unit_calc_price::text, 'buyPrice', p.buy_price::text,
                'salePrice', p.sale_price::text, 'stock', p.stock, 'priceDate', p.price_date,
                'validFrom', p.valid_from)) AS same
-FROM events e
+FROM outbox e
 JOIN prices p ON p.id = (e.payload->'price'->>'id')::bigint
 JOIN materials m ON m.id = p.material_id LEFT JOIN categories c ON c.id = m.category_id
 WHERE e.topic = 'price.changed'
@@ -306,8 +306,9 @@ WHERE e.topic = 'price.changed'
 async def test_event_payloads_are_the_json_they_always_were(
     empty_catalog: PostgresBackend, conn: asyncpg.Connection
 ) -> None:
-    """The import writes its events' JSON as text (cheaper than jsonb_build_object per row):
-    every value, escape and null must come out as jsonb_build_object made it."""
+    """The import's events are typed rows whose JSON the view `outbox` puts together as text
+    (migrations/0011, 0013): every value, escape and null must come out as
+    jsonb_build_object made it."""
     supplier = await _supplier(conn)
     header = ("name,sku,use_category,unit_price,unit_price_currency,unit_calc_price,unit_calc_price_currency,"
               "buy_price,buy_price_currency,sale_price,sale_price_currency,calc_unit,count,date_price_change\n")
@@ -325,7 +326,7 @@ async def test_event_payloads_are_the_json_they_always_were(
     checked = await conn.fetch(_EXPECTED_PRICE_PAYLOAD)
     assert len(checked) == 5 and all(r["same"] for r in checked)  # 3 new in v1; in v2 the bolt and the café
     gone = await conn.fetchrow(
-        "SELECT e.entity_id, e.payload FROM events e WHERE e.topic = 'price.changed' AND e.payload->'price' = 'null'")
+        "SELECT e.entity_id, e.payload FROM outbox e WHERE e.topic = 'price.changed' AND e.payload->'price' = 'null'")
     leaving = await conn.fetchrow("SELECT m.id, c.path FROM materials m JOIN categories c ON c.id = m.category_id "
                                   "WHERE m.name = 'Уходит из прайса'")
     assert gone["entity_id"] == leaving["id"]
@@ -335,10 +336,13 @@ async def test_event_payloads_are_the_json_they_always_were(
         "price": None}
     created = await conn.fetch(
         "SELECT e.payload = jsonb_build_object('materialId', m.id, 'sku', m.sku, 'name', m.name, 'unit', m.unit_code, "
-        "'source', 'import') AS same, m.name FROM events e JOIN materials m ON m.id = e.entity_id "
+        "'source', 'import') AS same, m.name FROM outbox e JOIN materials m ON m.id = e.entity_id "
         "WHERE e.topic = 'material.created'")
     assert len(created) == 4 and all(r["same"] for r in created)
     assert 'Болт "М8" \\ 50, ёмкость\tтаб' in {r["name"] for r in created}
+    # The readers parse the text form (outbox_reader): the same JSON, escapes and all.
+    texts = await conn.fetch("SELECT topic, payload_text::jsonb = payload AS same FROM outbox")
+    assert len(texts) == 12 and all(r["same"] for r in texts)  # 4 created, 6 price changes, 2 lists
 
 
 @pytest.mark.parametrize("name", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from tests.conftest import with_database
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
     """A new empty database next to the session's."""
     server = await asyncpg.connect(database_url)
-    name = "migrator_scratch"
+    # A name of its own: test runs of other checkouts share the server (a fixed name collided).
+    name = f"migrator_scratch_{secrets.token_hex(4)}"
     await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await server.execute(f'CREATE DATABASE "{name}"')
     await server.close()
