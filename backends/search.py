@@ -82,7 +82,7 @@ class SearchTuning:
     # documents ranked at most for all the words (per tier: as written, digits split) and for some
     # of them; a lexeme in more than `common_lexeme` documents does not look for some-words
     # matches alone, two such in at most `pair_limit` documents each do (0: every lexeme does).
-    every_cap: int = 1000
+    every_cap: int = 500
     some_cap: int = 2000
     common_lexeme: int = 1000
     pair_limit: int = 5000
@@ -509,7 +509,10 @@ def fuse_scores(text: Sequence[tuple[int, float]], vector: Sequence[tuple[int, f
 # {src}: `material_search s` alone when the search has no filter (liveness is checked when the
 # hits become materials), else joined to `materials m` for the filter's conditions.
 _TEXT_SQL = """
-WITH q AS (SELECT {exact} AS exact, {split} AS split, {every} AS every, {any} AS any, {some} AS some),
+WITH q AS (SELECT {exact} AS exact, {every} AS every, {any} AS any),
+-- Only parsed when their tier is read.
+split_q AS (SELECT {split} AS split),
+some_q AS (SELECT {some} AS some),
 exact_words AS MATERIALIZED (
     -- Every word, as written (or as rewritten).
     SELECT s.material_id AS id, 1.0 + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
@@ -525,9 +528,9 @@ split_words AS MATERIALIZED (
     -- too few matched as written: split words are common ("x" and "мм" of "300x300мм").
     SELECT s.material_id AS id, 1.0 + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
-        SELECT s.material_id, s.document FROM q, {src}
-        WHERE q.split IS NOT NULL AND (SELECT count(*) FROM exact_words) < {limit}
-          AND s.document @@ q.split AND NOT s.document @@ q.exact AND {where}
+        SELECT s.material_id, s.document FROM q, split_q, {src}
+        WHERE (SELECT count(*) FROM exact_words) < {limit} AND split_q.split IS NOT NULL
+          AND s.document @@ split_q.split AND NOT s.document @@ q.exact AND {where}
         LIMIT {every_cap}
     ) s
     ORDER BY 2 DESC, 1 LIMIT {limit}
@@ -538,9 +541,9 @@ some_words AS MATERIALIZED (
     -- for all of them.
     SELECT s.material_id AS id, least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
-        SELECT s.material_id, s.document FROM q, {src}
+        SELECT s.material_id, s.document FROM q, some_q, {src}
         WHERE (SELECT count(*) FROM exact_words) + (SELECT count(*) FROM split_words) < {limit}
-          AND s.document @@ q.some AND NOT s.document @@ q.every AND {where}
+          AND s.document @@ some_q.some AND NOT s.document @@ q.every AND {where}
         LIMIT {cap}
     ) s
     ORDER BY 2 DESC, 1 LIMIT {limit}
@@ -575,12 +578,12 @@ _TEXT_SCORE = ("(CASE WHEN s.document @@ q.every THEN 1.0 ELSE 0.0 END"
 # The lexemes of the documents in more than $1 of them (estimated: the share PostgreSQL's
 # statistics give the most common elements of the column, times the table's rows).
 _COMMON_SQL = """
-SELECT e.lexeme, (e.freq * c.reltuples)::real AS ndoc
+SELECT e.lexeme, round(e.freq * c.reltuples)::bigint AS ndoc
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'document'
 CROSS JOIN LATERAL unnest(st.most_common_elems::text::text[], st.most_common_elem_freqs) e(lexeme, freq)
-WHERE c.oid = 'material_search'::regclass AND e.lexeme IS NOT NULL AND e.freq * c.reltuples > $1
+WHERE c.oid = 'material_search'::regclass AND e.lexeme !~ '[[:space:]]' AND e.freq * c.reltuples > $1
 """
 
 # Typos, when the words found little: trigram similarity of the whole query to names. Planned
@@ -622,7 +625,7 @@ class SearchService:
         self.follow_indexes: Callable[[], Awaitable[None]] | None = None
         self._next_follow = 0.0
         self.popular: Counter[str] = Counter()
-        self._common: tuple[list[str], list[float]] = ([], [])
+        self._common = ("", "")
         self._common_until = -1e9
         self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
@@ -665,15 +668,17 @@ class SearchService:
 
     # -- the two sides ------------------------------------------------------------------
 
-    async def common_lexemes(self, conn: Any) -> tuple[list[str], list[float]]:
+    async def common_lexemes(self, conn: Any) -> tuple[str, str]:
         """The lexemes of the text documents held by more than `common_lexeme` documents, and
-        how many each (estimates: PostgreSQL's statistics of `material_search.document`, read at
-        most every COMMON_REFRESH s; none before the table was first analysed)."""
+        how many each, space-separated (lexemes hold no spaces; one string is cheaper to send
+        than an array of hundreds): estimates from PostgreSQL's statistics of
+        `material_search.document`, read at most every COMMON_REFRESH s; none before the table
+        was first analysed."""
         if not self.tuning.common_lexeme:
-            return [], []
+            return "", ""
         if time.monotonic() >= self._common_until:
             rows = await conn.fetch(_COMMON_SQL, float(self.tuning.common_lexeme))
-            self._common = ([r["lexeme"] for r in rows], [r["ndoc"] for r in rows])
+            self._common = (" ".join(r["lexeme"] for r in rows), " ".join(str(r["ndoc"]) for r in rows))
             self._common_until = time.monotonic() + COMMON_REFRESH
         return self._common
 
@@ -712,7 +717,7 @@ class SearchService:
             some = any_
             if common:
                 some = (f"search_selective_tsquery(ARRAY[{', '.join(variants)}]::text[], "
-                        f"{params.add(common)}::text[], {params.add(ndoc)}::real[], "
+                        f"string_to_array({params.add(common)}, ' '), string_to_array({params.add(ndoc)}, ' ')::real[], "
                         f"{params.add(float(tuning.pair_limit))}::real)")
             exact = " || ".join(f"plainto_tsquery('russian', {v})" for v in variants)
             split = f"search_split_tsquery(ARRAY[{', '.join(variants)}]::text[])"
@@ -794,6 +799,7 @@ class SearchService:
     async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int,
                           rewrite: QueryRewrite | None = None, toward: Sequence[int] = (),
                           prepared: tuple[np.ndarray, VectorFilter] | None = None,
+                          known: dict[int, float] | None = None,
                           ) -> tuple[list[tuple[int, float]], dict[int, float]]:
         """The vector side's live hits (id, cosine), and the full-text score of each (for the
         query as written and as `rewrite` searches it, when given). With `rewrite`, the
@@ -803,7 +809,8 @@ class SearchService:
         `toward` (HYBRID's feedback, `feedback_k`): materials the query is moved towards before
         the search, by `feedback_weight` times the mean of their stored vectors (pseudo-relevance
         feedback: the text side's first hits say what the query means in this catalog's words).
-        When their vectors cannot be read, the query's own vector is searched."""
+        When their vectors cannot be read, the query's own vector is searched. `known`: the text
+        side's hits with their scores, for the same filter; those are not re-checked."""
         vector, flt = prepared or await self.vector_query(query, spec, rewrite)
         if toward:
             try:
@@ -816,7 +823,10 @@ class SearchService:
                          + self.tuning.feedback_weight * np.mean(np.stack(list(stored.values())), axis=0))
                 vector = moved / (float(np.linalg.norm(moved)) or 1.0)
         found = await self.index.search(vector, flt, limit)  # type: ignore[union-attr]
-        live = await self._live([i for i, _ in found], spec, query, rewrite.searched if rewrite else None)
+        known = known or {}
+        live = await self._live([i for i, _ in found if i not in known], spec, query,
+                                rewrite.searched if rewrite else None)
+        live.update((i, known[i]) for i, _ in found if i in known)
         return [(i, s) for i, s in found if i in live], live
 
     # -- search ---------------------------------------------------------------------------
@@ -884,7 +894,8 @@ class SearchService:
                         await text_done.wait()  # bounded by the text side's own timeout
                         toward = [i for i, _ in (text or ())[:tuning.feedback_k]]
                     async with asyncio.timeout(tuning.vector_timeout):
-                        vector, vector_text = await self.vector_side(query, spec, limit, rewrite, toward, prepared)
+                        vector, vector_text = await self.vector_side(query, spec, limit, rewrite, toward, prepared,
+                                                                     known=dict(text or ()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers
