@@ -27,7 +27,7 @@ CREATE FUNCTION search_selective_tsquery(queries text[], common text[], ndoc rea
         SELECT a.quoted || ' & ' || b.quoted FROM lexemes a JOIN lexemes b ON a.quoted < b.quoted
         WHERE a.ndoc <= pair_limit AND b.ndoc <= pair_limit
     )
-    SELECT coalesce(nullif(string_agg(quoted, ' | '), ''),
+    SELECT coalesce(nullif(string_agg(quoted, ' | ' ORDER BY quoted), ''),
                     (SELECT quoted FROM lexemes ORDER BY ndoc, quoted LIMIT 1), '')::tsquery
     FROM chosen
 $$;
@@ -36,7 +36,7 @@ $$;
 -- of `queries` that splitting changes; NULL when it changes none.
 CREATE FUNCTION search_split_tsquery(queries text[]) RETURNS tsquery
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT string_agg(DISTINCT '(' || t::text || ')', ' | ')::tsquery
+    SELECT string_agg(DISTINCT '(' || t::text || ')', ' | ' ORDER BY '(' || t::text || ')')::tsquery
     FROM unnest(queries) q(text)
     CROSS JOIN LATERAL plainto_tsquery('russian', search_split(q.text)) t
     WHERE search_split(q.text) <> lower(q.text) AND numnode(t) > 0

@@ -136,3 +136,16 @@ async def test_the_vector_side_embeds_the_corrected_query(catalog: Any) -> None:
     recording.asked.clear()
     await service.search("цемнт м500", MaterialFilterSpec(), "VECTOR", count=False)
     assert recording.asked == ["цемнт м500"]
+
+
+async def test_the_vector_side_does_not_recheck_what_the_text_side_returned(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index)
+    spec = MaterialFilterSpec(unit="шт")
+    cement = ids["Цемент М400 25кг"]
+    _, scores = await service.vector_side("цемент", spec, 10)
+    assert cement in scores and scores[cement] < 7.0
+    # The text side's hits passed the same filter and carry their own scores: taken as they are.
+    _, known = await service.vector_side("цемент", spec, 10, known={cement: 7.0})
+    assert known[cement] == 7.0
+    assert {i: s for i, s in known.items() if i != cement} == {i: s for i, s in scores.items() if i != cement}
