@@ -22,9 +22,16 @@ Each side has a timeout; when one fails or is late, the other answers alone with
 Before both sides, the query is rewritten against the names' vocabulary (`rewrite_query`:
 units as names spell them, run-together words split, split words joined, misspellings
 corrected); the text side searches the rewrite besides the query as written, the vector side
-embeds the corrected query and scores its hits' text for the rewrite too. After both, HYBRID
-runs a feedback round (`feedback_k`): the vector side again, for the query's vector moved
-towards the first fused hits' vectors.
+embeds the corrected query and scores its hits' text for the rewrite too. In HYBRID the vector
+side embeds the query while the text side runs, then searches once, for the query's vector
+moved towards the stored vectors of the text side's first hits (`feedback_k`: pseudo-relevance
+feedback), and re-checks only the hits the text side did not return.
+
+The text side's cost is the documents it reads and ranks, so broad queries are bounded: every
+word as written first, digits split from letters only when that found too few, at most
+`every_cap` documents ranked; documents with some of the words are looked for through the
+query's selective lexemes (or two common ones together), common meaning in more than
+`common_lexeme` documents by PostgreSQL's statistics, at most `some_cap` ranked.
 """
 
 from __future__ import annotations
