@@ -917,7 +917,7 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
-        hits = self._fuse(text, vector, vector_text).cut(depth)
+        hits = self._fuse(text, vector, vector_text, depth)
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
         outcome = SearchOutcome(hits=hits, mode=mode, degraded=degraded,
@@ -927,7 +927,8 @@ class SearchService:
         return outcome
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
-              vector_text: dict[int, float] | None = None) -> FusedHits:
+              vector_text: dict[int, float] | None = None, depth: int | None = None) -> FusedHits:
+        """The fused list (its first `depth` hits, when given)."""
         text_scores = dict(text or ())
         vector_scores = dict(vector or ())
         if text is not None and vector is None:
@@ -942,13 +943,14 @@ class SearchService:
                 fused = fuse_scores(text or [], vector or [], vector_text or {}, tuning.rank_weight,
                                     tuning.every_word_bonus)
             # Best score first, ties by id (a stable sort on score after one on id).
-            ranked = sorted(fused.items())
+            ranked = sorted(fused.items(), key=itemgetter(0))
             ranked.sort(key=itemgetter(1), reverse=True)
             # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
             exact = {i for i, s in (text or []) if s >= SKU_EXACT}
             if exact:
                 ranked.sort(key=lambda kv: kv[0] not in exact)
-        return FusedHits(ranked, text_scores, vector_scores)
+        # Only what a page can read is kept (the arrays are most of fusion's cost).
+        return FusedHits(ranked[:depth] if depth is not None else ranked, text_scores, vector_scores)
 
     # -- the other entry points -------------------------------------------------------------
 
