@@ -1,6 +1,8 @@
 -- Search's text side reads fewer documents on broad queries (bench/README.md, search.py):
 -- documents that hold only some of the query's words are looked for through its selective
--- words, not through words that thousands of names hold ("x" of "50x200", "in" of "24 in").
+-- words, not through words that thousands of names hold ("x" of "50x200", "in" of "24 in");
+-- every word with digits split from letters is a tier of its own; and the GIN indexes keep
+-- short pending lists.
 
 -- The lexemes of a search's words, as search_tsquery(query, false) holds them (the same
 -- parser and dictionaries).
