@@ -22,9 +22,16 @@ Each side has a timeout; when one fails or is late, the other answers alone with
 Before both sides, the query is rewritten against the names' vocabulary (`rewrite_query`:
 units as names spell them, run-together words split, split words joined, misspellings
 corrected); the text side searches the rewrite besides the query as written, the vector side
-embeds the corrected query and scores its hits' text for the rewrite too. After both, HYBRID
-runs a feedback round (`feedback_k`): the vector side again, for the query's vector moved
-towards the first fused hits' vectors.
+embeds the corrected query and scores its hits' text for the rewrite too. In HYBRID the vector
+side embeds the query while the text side runs, then searches once, for the query's vector
+moved towards the stored vectors of the text side's first hits (`feedback_k`: pseudo-relevance
+feedback), and re-checks only the hits the text side did not return.
+
+The text side's cost is the documents it reads and ranks, so broad queries are bounded: every
+word as written first, digits split from letters only when that found too few, at most
+`every_cap` documents ranked; documents with some of the words are looked for through the
+query's selective lexemes (or two common ones together), common meaning in more than
+`common_lexeme` documents by PostgreSQL's statistics, at most `some_cap` ranked.
 """
 
 from __future__ import annotations
@@ -74,10 +81,18 @@ class SearchTuning:
     vector_weight: float = 1.0  # rrf
     depth: int = 300  # how deep the text side reads, and the deepest page the fused list serves
     vector_depth: int = 300  # how deep the vector side reads (300 found more than 200 on the dev set)
-    # HYBRID: the vector side searched again for the query moved towards the first fused hits
-    # (0: off). Chosen on the dev set: R@50 0.733 -> 0.740 (k 5-10, weight 0.5-1 all +0.004-0.008).
-    feedback_k: int = 10
+    # HYBRID: the vector side searches for the query moved towards the text side's first hits
+    # (0: off). On the dev set R@50 0.735 -> 0.744 (k 3-7, weight 0.3-0.7 all 0.739-0.744).
+    feedback_k: int = 5
     feedback_weight: float = 0.5
+    # The text side's cost on broad queries (ranking is ~1 us a document, reading it as much):
+    # documents ranked at most for all the words (per tier: as written, digits split) and for some
+    # of them; a lexeme in more than `common_lexeme` documents does not look for some-words
+    # matches alone, two such in at most `pair_limit` documents each do (0: every lexeme does).
+    every_cap: int = 500
+    some_cap: int = 2000
+    common_lexeme: int = 1000
+    pair_limit: int = 5000
     text_timeout: float = 2.0
     vector_timeout: float = 2.0
 
@@ -501,23 +516,41 @@ def fuse_scores(text: Sequence[tuple[int, float]], vector: Sequence[tuple[int, f
 # {src}: `material_search s` alone when the search has no filter (liveness is checked when the
 # hits become materials), else joined to `materials m` for the filter's conditions.
 _TEXT_SQL = """
-WITH q AS (SELECT {every} AS every, {any} AS any),
-every_word AS MATERIALIZED (
+WITH q AS (SELECT {exact} AS exact, {every} AS every, {any} AS any),
+-- Only parsed when their tier is read.
+split_q AS (SELECT {split} AS split),
+some_q AS (SELECT {some} AS some),
+exact_words AS MATERIALIZED (
+    -- Every word, as written (or as rewritten).
     SELECT s.material_id AS id, 1.0 + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
-        -- Ranking is the cost of a search (~5 us a document): an unspecific query ranks the
-        -- first {cap} documents it matches, not all of them.
-        SELECT s.material_id, s.document FROM q, {src} WHERE s.document @@ q.every AND {where} LIMIT {cap}
+        -- Ranking is the cost of a search (~1 us a document, as much again to read it): an
+        -- unspecific query ranks the first {every_cap} documents it matches, not all of them.
+        SELECT s.material_id, s.document FROM q, {src} WHERE s.document @@ q.exact AND {where} LIMIT {every_cap}
+    ) s
+    ORDER BY 2 DESC, 1 LIMIT {limit}
+),
+split_words AS MATERIALIZED (
+    -- Every word with digits split from letters ("12мм" also finds "12 мм"), only read when
+    -- too few matched as written: split words are common ("x" and "мм" of "300x300мм").
+    SELECT s.material_id AS id, 1.0 + least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
+    FROM q, (
+        SELECT s.material_id, s.document FROM q, split_q, {src}
+        WHERE (SELECT count(*) FROM exact_words) < {limit} AND split_q.split IS NOT NULL
+          AND s.document @@ split_q.split AND NOT s.document @@ q.exact AND {where}
+        LIMIT {every_cap}
     ) s
     ORDER BY 2 DESC, 1 LIMIT {limit}
 ),
 some_words AS MATERIALIZED (
-    -- Documents with some of the words, only read when too few have all of them.
+    -- Documents with some of the words, only read when too few have all of them; looked for
+    -- through the query's selective words ({some}: see SearchService.common_lexemes), ranked
+    -- for all of them.
     SELECT s.material_id AS id, least(ts_rank('{{0.05, 0.2, 0.5, 1.0}}', s.document, q.any, 1), 0.999)::float8 AS score
     FROM q, (
-        SELECT s.material_id, s.document FROM q, {src}
-        WHERE (SELECT count(*) FROM every_word) < {limit} AND s.document @@ q.any AND NOT s.document @@ q.every
-          AND {where}
+        SELECT s.material_id, s.document FROM q, some_q, {src}
+        WHERE (SELECT count(*) FROM exact_words) + (SELECT count(*) FROM split_words) < {limit}
+          AND s.document @@ some_q.some AND NOT s.document @@ q.every AND {where}
         LIMIT {cap}
     ) s
     ORDER BY 2 DESC, 1 LIMIT {limit}
@@ -530,7 +563,9 @@ SELECT id, max(score) AS score, min(branch) AS branch FROM (
      WHERE m.sku ~>=~ {prefix_low} AND m.sku ~<~ {prefix_high} AND m.deleted_at IS NULL AND {where}
      ORDER BY m.sku LIMIT {limit})
     UNION ALL
-    SELECT id, score, 2 FROM every_word
+    SELECT id, score, 2 FROM exact_words
+    UNION ALL
+    SELECT id, score, 2 FROM split_words
     UNION ALL
     SELECT id, score, 2 FROM some_words
 ) hits GROUP BY id ORDER BY min(branch), max(score) DESC, id LIMIT {limit}
@@ -547,6 +582,17 @@ def _text_score_from(variants: Sequence[str]) -> str:
 _TEXT_SCORE = ("(CASE WHEN s.document @@ q.every THEN 1.0 ELSE 0.0 END"
                " + least(ts_rank('{0.05, 0.2, 0.5, 1.0}', s.document, q.any, 1), 0.999))")
 
+# The lexemes of the documents in more than $1 of them (estimated: the share PostgreSQL's
+# statistics give the most common elements of the column, times the table's rows).
+_COMMON_SQL = """
+SELECT e.lexeme, round(e.freq * c.reltuples)::bigint AS ndoc
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'document'
+CROSS JOIN LATERAL unnest(st.most_common_elems::text::text[], st.most_common_elem_freqs) e(lexeme, freq)
+WHERE c.oid = 'material_search'::regclass AND e.lexeme !~ '[[:space:]]' AND e.freq * c.reltuples > $1
+"""
+
 # Typos, when the words found little: trigram similarity of the whole query to names. Planned
 # for its value (a generic plan cannot use the trigram index for an unknown pattern).
 _TYPO_SQL = """
@@ -557,7 +603,7 @@ ORDER BY {raw_lower} <<-> s.name_norm, 1 LIMIT {limit}
 """
 FEW_WORD_HITS = 20
 FOLLOW_INTERVAL = 0.5  # s between two reads of the index cursors (SearchService.follow_indexes)
-RANK_CAP = 10_000  # documents ranked at most per tier (a cap of 3,000 cost 0.03 nDCG on the dev set)
+COMMON_REFRESH = 60.0  # s between two reads of the common lexemes (SearchService.common_lexemes)
 
 
 async def fetch_with_custom_plan(conn: Any, sql: str, args: Sequence[Any]) -> list[Any]:
@@ -586,6 +632,8 @@ class SearchService:
         self.follow_indexes: Callable[[], Awaitable[None]] | None = None
         self._next_follow = 0.0
         self.popular: Counter[str] = Counter()
+        self._common = ("", "")
+        self._common_until = -1e9
         self.shared_vectors: SharedQueryVectors | None = None  # query vectors in Redis (set by the server)
         self.vectors_open = False
         self._open_attempt = -1e9
@@ -627,6 +675,20 @@ class SearchService:
 
     # -- the two sides ------------------------------------------------------------------
 
+    async def common_lexemes(self, conn: Any) -> tuple[str, str]:
+        """The lexemes of the text documents held by more than `common_lexeme` documents, and
+        how many each, space-separated (lexemes hold no spaces; one string is cheaper to send
+        than an array of hundreds): estimates from PostgreSQL's statistics of
+        `material_search.document`, read at most every COMMON_REFRESH s; none before the table
+        was first analysed."""
+        if not self.tuning.common_lexeme:
+            return "", ""
+        if time.monotonic() >= self._common_until:
+            rows = await conn.fetch(_COMMON_SQL, float(self.tuning.common_lexeme))
+            self._common = (" ".join(r["lexeme"] for r in rows), " ".join(str(r["ndoc"]) for r in rows))
+            self._common_until = time.monotonic() + COMMON_REFRESH
+        return self._common
+
     async def rewrite(self, query: str) -> QueryRewrite:
         """The query checked against the names' vocabulary (see `rewrite_query`)."""
         if not query.strip():
@@ -641,6 +703,7 @@ class SearchService:
         raw = query.strip()
         if not raw:
             return [], None
+        tuning = self.tuning
         filtered = spec != MaterialFilterSpec()
         src = "material_search s JOIN materials m ON m.id = s.material_id" if filtered else "material_search s"
         async with self.pg.pool.acquire() as conn:
@@ -655,10 +718,20 @@ class SearchService:
             any_ = " || ".join(f"search_tsquery({v}, false)" for v in variants)
             # The SKU branches always read `materials m`; the word branches only with a filter.
             where = " AND ".join(_filter_conditions(spec, params)) if filtered else "true"
+            # Some-words matches are looked for through the query's selective lexemes (all of
+            # them while none is common).
+            common, ndoc = await self.common_lexemes(conn)
+            some = any_
+            if common:
+                some = (f"search_selective_tsquery(ARRAY[{', '.join(variants)}]::text[], "
+                        f"string_to_array({params.add(common)}, ' '), string_to_array({params.add(ndoc)}, ' ')::real[], "
+                        f"{params.add(float(tuning.pair_limit))}::real)")
+            exact = " || ".join(f"plainto_tsquery('russian', {v})" for v in variants)
+            split = f"search_split_tsquery(ARRAY[{', '.join(variants)}]::text[])"
             sql = _TEXT_SQL.format(
-                every=every, any=any_, raw=asked, prefix_low=asked,
+                exact=exact, split=split, every=every, any=any_, some=some, raw=asked, prefix_low=asked,
                 prefix_high=params.add(prefix_successor(raw)), where=where, src=src, limit=int(limit),
-                cap=RANK_CAP,
+                cap=int(tuning.some_cap), every_cap=int(tuning.every_cap),
             )
             rows = await conn.fetch(sql, *params.values)
             hits = [(r["id"], float(r["score"])) for r in rows]
@@ -718,42 +791,49 @@ class SearchService:
             rows = await conn.fetch(sql, *params.values)
         return {r["id"]: r["score"] for r in rows}
 
-    async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int,
-                          rewrite: QueryRewrite | None = None) -> tuple[list[tuple[int, float]], dict[int, float]]:
-        """The vector side's live hits (id, cosine), and the full-text score of each (for the
-        query as written and as `rewrite` searches it, when given). With `rewrite`, the
-        corrected query is what is embedded."""
+    async def vector_query(self, query: str, spec: MaterialFilterSpec,
+                           rewrite: QueryRewrite | None = None) -> tuple[np.ndarray, VectorFilter]:
+        """The query's vector (with `rewrite`, of the corrected query) and the filter the vector
+        index applies itself."""
         if self.embedder is None or self.index is None:
             raise SearchUnavailable("no vector index is configured")
         if not await self.open_vectors():
             raise SearchUnavailable("the vector store is unavailable")
         vector, flt = await asyncio.gather(self.embedder.query(embedded_text(query, rewrite), self.shared_vectors),
                                            self._vector_filter(spec))
-        found = await self.index.search(vector, flt, limit)
-        live = await self._live([i for i, _ in found], spec, query, rewrite.searched if rewrite else None)
-        return [(i, s) for i, s in found if i in live], live
+        return vector, flt
 
-    async def feedback(self, query: str, spec: MaterialFilterSpec, limit: int, text: list[tuple[int, float]],
-                       vector: list[tuple[int, float]], vector_text: dict[int, float],
-                       rewrite: QueryRewrite | None = None) -> tuple[list[tuple[int, float]], dict[int, float]]:
-        """The vector side again, for the query's vector moved towards the stored vectors of the
-        first `feedback_k` fused hits (pseudo-relevance feedback: what both sides agree on
-        first says what the query means in this catalog's words); returns the new vector hits
-        and the text scores of every live hit of either round (only new ids are re-checked)."""
-        if self.embedder is None or self.index is None:
-            return vector, vector_text
-        tuning = self.tuning
-        first = [h.material_id for h in self._fuse(text, vector, vector_text)[:tuning.feedback_k]]
-        stored = await self.index.vectors_of(first)
-        if not stored:
-            return vector, vector_text
-        moved = (np.asarray(await self.embedder.query(embedded_text(query, rewrite), self.shared_vectors),
-                            dtype=np.float32)
-                 + tuning.feedback_weight * np.mean(np.stack(list(stored.values())), axis=0))
-        moved /= float(np.linalg.norm(moved)) or 1.0
-        found = await self.index.search(moved, await self._vector_filter(spec), limit)
-        unseen = [i for i, _ in found if i not in vector_text]
-        live = {**vector_text, **await self._live(unseen, spec, query, rewrite.searched if rewrite else None)}
+    async def vector_side(self, query: str, spec: MaterialFilterSpec, limit: int,
+                          rewrite: QueryRewrite | None = None, toward: Sequence[int] = (),
+                          prepared: tuple[np.ndarray, VectorFilter] | None = None,
+                          known: dict[int, float] | None = None,
+                          ) -> tuple[list[tuple[int, float]], dict[int, float]]:
+        """The vector side's live hits (id, cosine), and the full-text score of each (for the
+        query as written and as `rewrite` searches it, when given). With `rewrite`, the
+        corrected query is what is embedded; `prepared`: `vector_query`'s answer, when the
+        caller has it.
+
+        `toward` (HYBRID's feedback, `feedback_k`): materials the query is moved towards before
+        the search, by `feedback_weight` times the mean of their stored vectors (pseudo-relevance
+        feedback: the text side's first hits say what the query means in this catalog's words).
+        When their vectors cannot be read, the query's own vector is searched. `known`: the text
+        side's hits with their scores, for the same filter; those are not re-checked."""
+        vector, flt = prepared or await self.vector_query(query, spec, rewrite)
+        if toward:
+            try:
+                stored = await self.index.vectors_of(list(toward))  # type: ignore[union-attr]
+            except Exception as exc:  # the query as it is
+                log.warning("search feedback vectors unavailable: %s", exc)
+                stored = {}
+            if stored:
+                moved = (np.asarray(vector, dtype=np.float32)
+                         + self.tuning.feedback_weight * np.mean(np.stack(list(stored.values())), axis=0))
+                vector = moved / (float(np.linalg.norm(moved)) or 1.0)
+        found = await self.index.search(vector, flt, limit)  # type: ignore[union-attr]
+        known = known or {}
+        live = await self._live([i for i, _ in found if i not in known], spec, query,
+                                rewrite.searched if rewrite else None)
+        live.update((i, known[i]) for i, _ in found if i in known)
         return [(i, s) for i, s in found if i in live], live
 
     # -- search ---------------------------------------------------------------------------
@@ -798,16 +878,31 @@ class SearchService:
             except Exception as exc:  # the text side reports it; the vector side does without
                 log.warning("search query rewrite failed: %s", exc)
 
+        # HYBRID's feedback: the vector side embeds the query while the text side runs, then
+        # searches for it moved towards the text side's first hits (`feedback_k`).
+        text_done = asyncio.Event() if len(sides) == 2 and tuning.feedback_k > 0 else None
+
         async def run(side: str) -> None:
             nonlocal text, vector, vector_text, corrected
             try:
                 if side == "text":
-                    async with asyncio.timeout(tuning.text_timeout):
-                        text, corrected = await self.text_side(query, spec, depth, rewrite)
+                    try:
+                        async with asyncio.timeout(tuning.text_timeout):
+                            text, corrected = await self.text_side(query, spec, depth, rewrite)
+                    finally:
+                        if text_done is not None:
+                            text_done.set()
                 else:
+                    limit = max(depth, tuning.vector_depth)
                     async with asyncio.timeout(tuning.vector_timeout):
-                        vector, vector_text = await self.vector_side(query, spec, max(depth, tuning.vector_depth),
-                                                                     rewrite)
+                        prepared = await self.vector_query(query, spec, rewrite)
+                    toward: list[int] = []
+                    if text_done is not None:
+                        await text_done.wait()  # bounded by the text side's own timeout
+                        toward = [i for i, _ in (text or ())[:tuning.feedback_k]]
+                    async with asyncio.timeout(tuning.vector_timeout):
+                        vector, vector_text = await self.vector_side(query, spec, limit, rewrite, toward, prepared,
+                                                                     known=dict(text or ()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a side that fails or is late is reported, the other answers
@@ -822,16 +917,7 @@ class SearchService:
         if text is None and vector is None:
             raise SearchUnavailable("search is unavailable: " + "; ".join(failures))
         degraded = len(sides) == 2 and (text is None or vector is None)
-        if text is not None and vector is not None and tuning.feedback_k > 0:
-            try:
-                async with asyncio.timeout(tuning.vector_timeout):
-                    vector, vector_text = await self.feedback(
-                        query, spec, max(depth, tuning.vector_depth), text, vector, vector_text, rewrite)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the first pass stands
-                log.warning("search feedback round failed: %s", exc)
-        hits = self._fuse(text, vector, vector_text).cut(depth)
+        hits = self._fuse(text, vector, vector_text, depth)
         if corrected:
             terms += [t for t in query_terms(corrected) if t not in terms]
         outcome = SearchOutcome(hits=hits, mode=mode, degraded=degraded,
@@ -841,7 +927,8 @@ class SearchService:
         return outcome
 
     def _fuse(self, text: list[tuple[int, float]] | None, vector: list[tuple[int, float]] | None,
-              vector_text: dict[int, float] | None = None) -> FusedHits:
+              vector_text: dict[int, float] | None = None, depth: int | None = None) -> FusedHits:
+        """The fused list (its first `depth` hits, when given)."""
         text_scores = dict(text or ())
         vector_scores = dict(vector or ())
         if text is not None and vector is None:
@@ -856,13 +943,14 @@ class SearchService:
                 fused = fuse_scores(text or [], vector or [], vector_text or {}, tuning.rank_weight,
                                     tuning.every_word_bonus)
             # Best score first, ties by id (a stable sort on score after one on id).
-            ranked = sorted(fused.items())
+            ranked = sorted(fused.items(), key=itemgetter(0))
             ranked.sort(key=itemgetter(1), reverse=True)
             # An exact SKU match is what the user asked for: it stays first whatever the vectors say.
             exact = {i for i, s in (text or []) if s >= SKU_EXACT}
             if exact:
                 ranked.sort(key=lambda kv: kv[0] not in exact)
-        return FusedHits(ranked, text_scores, vector_scores)
+        # Only what a page can read is kept (the arrays are most of fusion's cost).
+        return FusedHits(ranked[:depth] if depth is not None else ranked, text_scores, vector_scores)
 
     # -- the other entry points -------------------------------------------------------------
 

@@ -205,7 +205,7 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
     print(f"\n{len(queries)} queries x {len(modes)} modes in {time.perf_counter() - started:.1f} s "
           f"(fusion {tuning.fusion}: rank weight {tuning.rank_weight}, every-word bonus {tuning.every_word_bonus}; "
           f"text depth {tuning.depth}, vector depth {tuning.vector_depth}; "
-          f"HYBRID feedback from the first {tuning.feedback_k} hits, weight {tuning.feedback_weight})")
+          f"HYBRID feedback from the text side's first {tuning.feedback_k} hits, weight {tuning.feedback_weight})")
     print(f"{'mode':<8} {'nDCG@10':>8} {'nDCG_@10':>9} {'R@50':>7}")
     for mode, values in per_mode.items():
         n, n_prime, r = mean(values)

@@ -1,5 +1,6 @@
-"""HYBRID's feedback round: the vector side searched again for the query moved towards the
-first fused hits; it never returns a deleted material and a failure leaves the first pass."""
+"""HYBRID's feedback: the vector side searches for the query moved towards the text side's first
+hits; it never returns a deleted material, and when the vectors of those hits cannot be read
+the query's own vector is searched."""
 
 from __future__ import annotations
 
@@ -30,24 +31,42 @@ async def catalog(empty_catalog: PostgresBackend) -> AsyncIterator[tuple[Postgre
     await index.close()
 
 
-async def test_feedback_moves_the_query_towards_the_first_fused_hits(catalog: Any) -> None:
+async def test_feedback_moves_the_query_towards_the_text_sides_first_hits(catalog: Any) -> None:
     pg, (embedder, index), ids = catalog
     service = SearchService(pg, embedder, index, SearchTuning(feedback_k=2, feedback_weight=1.0))
     spec = MaterialFilterSpec()
     text, _ = await service.text_side("цемент", spec, 10)
-    vector, vector_text = await service.vector_side("цемент", spec, 10)
-    moved, scores = await service.feedback("цемент", spec, 10, text, vector, vector_text)
+    first_two = [i for i, _ in text[:2]]
+    plain, _ = await service.vector_side("цемент", spec, 10)
+    moved, scores = await service.vector_side("цемент", spec, 10, toward=first_two)
     # The query's vector moved: the cosines are those of another vector, against the same points.
     query = await embedder.query("цемент")
-    first_two = [h.material_id for h in service._fuse(text, vector, vector_text)[:2]]
     expected = query + np.mean(np.stack([(await index.vectors_of(first_two))[i] for i in first_two]), axis=0)
     expected /= np.linalg.norm(expected)
     stored = await index.vectors_of([i for i, _ in moved])
     assert all(abs(float(stored[i] @ expected) - s) < 1e-4 for i, s in moved)
-    assert dict(moved) != dict(vector)
-    # Every hit of the second round has its text score, as the first round's hits do.
+    assert dict(moved) != dict(plain)
+    # Every hit has its text score, as without feedback.
     assert {i for i, _ in moved} <= set(scores)
     assert scores[ids["Цемент М400 25кг"]] >= 1.0 and scores[ids["Песок речной мытый"]] < 1.0
+
+
+async def test_hybrid_moves_the_vector_side_towards_the_text_sides_first_hits(catalog: Any) -> None:
+    pg, (embedder, index), _ = catalog
+    spec = MaterialFilterSpec()
+    tuning = SearchTuning(feedback_k=3, feedback_weight=1.0)
+    outcome = await SearchService(pg, embedder, index, tuning).search("цемент песок", spec, "HYBRID", count=False)
+    service = SearchService(pg, embedder, index, tuning)
+    rewrite = await service.rewrite("цемент песок")
+    text, _ = await service.text_side("цемент песок", spec, tuning.depth, rewrite)
+    moved, _ = await service.vector_side("цемент песок", spec, tuning.vector_depth, rewrite,
+                                         toward=[i for i, _ in text[:3]])
+    plain, _ = await service.vector_side("цемент песок", spec, tuning.vector_depth, rewrite)
+    assert dict(moved) != dict(plain)
+    # The hits' vector scores are the moved query's cosines.
+    scored = {h.material_id: h.vector_score for h in outcome.hits if h.vector_score is not None}
+    assert scored.keys() == dict(moved).keys()
+    assert all(abs(scored[i] - s) < 1e-6 for i, s in moved)
 
 
 @pytest.mark.parametrize("filtered", [True, False])
@@ -58,13 +77,12 @@ async def test_feedback_never_returns_a_deleted_material(catalog: Any, filtered:
     await delete_material(pg, gone)  # still in both indexes: its event is not applied
     spec = MaterialFilterSpec(unit="шт") if filtered else MaterialFilterSpec()
     text, _ = await service.text_side("цемент песок", spec, 10)
-    vector, vector_text = await service.vector_side("цемент песок", spec, 10)
-    moved, scores = await service.feedback("цемент песок", spec, 10, text, vector, vector_text)
+    moved, scores = await service.vector_side("цемент песок", spec, 10, toward=[i for i, _ in text[:3]])
     assert moved
     # The index does hold it.
     assert gone in {i for i, _ in await index.search(await embedder.query("песок речной мытый"), VectorFilter(), 10)}
     if filtered:
-        # With a filter every hit of either round is re-checked against `materials`.
+        # With a filter every hit is re-checked against `materials`.
         assert gone not in {i for i, _ in moved} and gone not in scores
     # Without one, liveness is the page's, as for text hits: the search's hits become
     # materials through the request's loader, which drops deleted rows (resolvers.search).
@@ -75,7 +93,7 @@ async def test_feedback_never_returns_a_deleted_material(catalog: Any, filtered:
     assert shown and gone not in shown
 
 
-async def test_a_failed_feedback_round_leaves_the_first_pass(catalog: Any) -> None:
+async def test_unreadable_feedback_vectors_leave_the_querys_own_vector(catalog: Any) -> None:
     pg, (embedder, index), _ = catalog
 
     class NoVectors:
@@ -112,9 +130,22 @@ async def test_the_vector_side_embeds_the_corrected_query(catalog: Any) -> None:
     service = SearchService(pg, recording, index)
     outcome = await service.search("цемнт м500", MaterialFilterSpec(), "HYBRID", count=False)
     assert outcome.corrected == "цемент м500"
-    assert set(recording.asked) == {"цемент м500"}  # both rounds, never the typo
+    assert set(recording.asked) == {"цемент м500"}  # never the typo
     assert outcome.hits[0].material_id == ids["Цемент М500 Д0 50кг"]
     # VECTOR alone reads no rewrite: the query as written.
     recording.asked.clear()
     await service.search("цемнт м500", MaterialFilterSpec(), "VECTOR", count=False)
     assert recording.asked == ["цемнт м500"]
+
+
+async def test_the_vector_side_does_not_recheck_what_the_text_side_returned(catalog: Any) -> None:
+    pg, (embedder, index), ids = catalog
+    service = SearchService(pg, embedder, index)
+    spec = MaterialFilterSpec(unit="шт")
+    cement = ids["Цемент М400 25кг"]
+    _, scores = await service.vector_side("цемент", spec, 10)
+    assert cement in scores and scores[cement] < 7.0
+    # The text side's hits passed the same filter and carry their own scores: taken as they are.
+    _, known = await service.vector_side("цемент", spec, 10, known={cement: 7.0})
+    assert known[cement] == 7.0
+    assert {i: s for i, s in known.items() if i != cement} == {i: s for i, s in scores.items() if i != cement}

@@ -81,6 +81,20 @@ async def test_a_lost_vector_store_is_rebuilt(empty_catalog: PostgresBackend) ->
     await fresh.close()
 
 
+async def test_a_text_rebuild_leaves_no_pending_gin_entries(empty_catalog: PostgresBackend,
+                                                             conn: asyncpg.Connection) -> None:
+    for i in range(300):
+        await create_material(empty_catalog, MaterialValues(name=f"Профлист С{i} оцинкованный {i}x1150мм", unit="шт"))
+    await TextIndexer(empty_catalog).rebuild()
+    indexes = ["material_search_document_idx", "material_search_name_trgm_idx", "search_words_trgm_idx"]
+    # Nothing left for a search to scan outside the index proper: merging finds no page to merge.
+    for index in indexes:
+        assert await conn.fetchval("SELECT gin_clean_pending_list($1::regclass)", index) == 0
+    # What the writer leaves pending between merges is kept small.
+    options = dict(await conn.fetch("SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", indexes))
+    assert all(options[i] == ["gin_pending_list_limit=256"] for i in indexes)
+
+
 def test_reindex_command_rebuilds_both_indexes(database_url: str, tmp_path: Path) -> None:
     import asyncio
 
