@@ -139,7 +139,7 @@ class TextIndexer(_Followed):
         self._changed()
         # Fresh statistics, or the planner guesses at the new table (seconds-long plans at 40k rows);
         # and the GIN indexes' pending entries merged, which every search would scan otherwise
-        # (migration 0011).
+        # (migration 0014).
         async with self.pg.pool.acquire() as conn:
             await conn.execute("ANALYZE material_search, search_words")
             await conn.execute(_MERGE_PENDING)
