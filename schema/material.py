@@ -179,7 +179,7 @@ class MaterialConnection:
     async def from_page(
         cls, page: Page, count: Callable[[], Awaitable[int]], info: strawberry.Info[Context, None]
     ) -> MaterialConnection:
-        if info.context.compiled_completion:  # the edges straight from the rows (schema.page_render)
+        if getattr(info.context, "compiled_completion", False):  # the edges straight from the rows (schema.page_render)
             raw = info._raw_info
             renderer = page_renderer(raw.field_nodes, raw.fragments, page.whole_prices)
             rendered = render_edges(renderer, page) if renderer is not None else None
