@@ -143,14 +143,6 @@ class FusedHits(Sequence[Hit]):
     def __iter__(self) -> Iterator[Hit]:
         return map(self._hit, range(len(self._ids)))
 
-    def cut(self, depth: int) -> FusedHits:
-        if len(self._ids) <= depth:
-            return self
-        cut = FusedHits.__new__(FusedHits)
-        cut._ids, cut._scores = self._ids[:depth], self._scores[:depth]
-        cut._text, cut._vector = self._text[:depth], self._vector[:depth]
-        return cut
-
 
 @dataclass
 class SearchOutcome:

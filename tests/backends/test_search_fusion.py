@@ -67,7 +67,9 @@ def test_the_fused_list_makes_the_same_hits_however_it_is_read() -> None:
     # Ties on the fused score go by id; scores never rise down the list.
     scores = [h.score for h in whole]
     assert scores == sorted(scores, reverse=True)
-    assert list(hits.cut(25)) == whole[:25] and hits.cut(500) is hits
+    # A page's depth keeps the first hits of the same list, with the same scores.
+    assert list(service._fuse(text, vector, {i: 0.5 for i in range(40, 80)}, 25)) == whole[:25]
+    assert list(service._fuse(text, vector, {i: 0.5 for i in range(40, 80)}, 500)) == whole
     by_id = {h.material_id: h for h in whole}
     assert by_id[5].vector_score is None and by_id[5].text_score == pytest.approx(1.05)
     assert by_id[70].text_score is None and by_id[70].vector_score == pytest.approx(0.83)
