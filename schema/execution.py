@@ -394,26 +394,7 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if complete is None:
             return None
         env[f"c{index}"] = complete
-        item_type = inner.of_type if is_list_type(inner) else None
-        item_non_null = item_type is not None and is_non_null_type(item_type)
-        item_object = item_type.of_type if item_non_null else item_type
-        if item_object is None or not is_object_type(item_object):
-            return [f"    x = c{index}(x)"]
-        # A list of objects (the common case: a page's prices) is completed in a comprehension
-        # here rather than through the closures' call per item; anything but a list (a
-        # generator, a tuple) still takes the closure. The object function returns None for
-        # None, which a non-null item refuses.
-        item = self._complete(item_object, details)
-        if item is None:
-            return None
-        env[f"i{index}"] = item
-        guard = "    if x is not None:\n" if not non_null else ""
-        indent = "        " if not non_null else "    "
-        body = [f"{indent}if x.__class__ is list:", f"{indent}    x = [i{index}(e) for e in x]"]
-        if item_non_null:
-            body += [f"{indent}    if None in x:", f"{indent}        raise NC"]
-        body += [f"{indent}else:", f"{indent}    x = c{index}(x)"]
-        return [*lines, *([guard.rstrip("\n")] if guard else []), *body]
+        return [f"    x = c{index}(x)"]
 
 
 def _plain_method(resolver: Any) -> bool:
