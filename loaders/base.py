@@ -212,9 +212,13 @@ def unit_of(row: Any) -> tuple[str, dict[str, Any]] | None:
     """The unit row read along with a material."""
     if row.get("unit_name") is None:
         return None
+    return row["unit_code"], {"code": row["unit_code"], "name": row["unit_name"], "aliases": unit_aliases(row)}
+
+
+def unit_aliases(row: Any) -> list[str]:
+    """The unit's aliases read along with a material (backends.catalog UNIT_COMPANION_COLUMNS)."""
     aliases = row["unit_aliases"]
-    return row["unit_code"], {"code": row["unit_code"], "name": row["unit_name"],
-                              "aliases": aliases.split("\x1f") if aliases else []}
+    return aliases.split("\x1f") if aliases else []
 
 
 def supplier_of(row: Any) -> tuple[int, dict[str, Any]] | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 
+from loaders.base import unit_aliases
 from resolvers.ids import to_global_id
 from resolvers.pagination import Page
 
@@ -59,7 +60,7 @@ _EDGE = {"__typename", "cursor", "node"}
 RENDERABLE = {"MaterialEdge": _EDGE, "Material": _MATERIAL, "Unit": _UNIT, "Category": _CATEGORY,
               "Price": _PRICE_WHOLE, "Supplier": _SUPPLIER}
 
-_TYPE_NAMES = {"MaterialEdge": {"MaterialEdge", "Edge"}, "Material": {"Material", "Node"}, "Unit": {"Unit"},
+_TYPE_NAMES = {"MaterialEdge": {"MaterialEdge"}, "Material": {"Material", "Node"}, "Unit": {"Unit"},
                "Category": {"Category", "Node"}, "Price": {"Price"}, "Supplier": {"Supplier", "Node"}}
 
 Fields = dict[str, tuple[str, list[Any]]]  # response key -> (field name, selection sets under it)
@@ -133,7 +134,7 @@ def _collect(selection_sets: Sequence[Any], fragments: dict[str, Any], type_name
 class _Code:
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.env: dict[str, Any] = {"Fallback": _Fallback, "gid": to_global_id}
+        self.env: dict[str, Any] = {"Fallback": _Fallback, "gid": to_global_id, "unit_aliases": unit_aliases}
         self.count = 0
 
     def var(self, prefix: str) -> str:
@@ -238,7 +239,7 @@ def _unit(code: _Code, indent: int, slot: str, sets: list[Any], fragments: dict[
     code.add(indent + 1, "raise Fallback")  # the unit was not read along: its loader finds it
     literal = _literal(fields, "Unit", {
         "code": "row['unit_code']", "name": "row['unit_name']",
-        "aliases": "row['unit_aliases'].split('\\x1f') if row['unit_aliases'] else []",  # loaders.base.unit_of
+        "aliases": "unit_aliases(row)",
     })
     code.add(indent, f"{slot} = {literal}")
     return True
