@@ -25,24 +25,26 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from backends.outbox_reader import LATEST_EVENT_SQL
+from backends.outbox_reader import LATEST_EVENT_SQL, OUTBOX_TABLES
 from backends.postgres import PostgresBackend
 from backends.redis_link import RedisLink, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
 LATEST_EVENT = LATEST_EVENT_SQL
-# The tables of the outbox (backends.outbox_reader.OUTBOX_TABLES), the typed events of imports
-# without building their payloads; one ORDER BY id LIMIT per table (as first_ids_sql).
-EVENTS_BETWEEN = (
-    "SELECT * FROM ("
-    "(SELECT id, topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
-    "payload->>'source' AS source FROM events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
-    "UNION ALL (SELECT id, 'price.changed', material_id, supplier_id::text, price_list_id::text, NULL "
-    "FROM price_change_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3) "
-    "UNION ALL (SELECT id, 'material.created', material_id, NULL, NULL, 'import' "
-    "FROM material_created_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3)) e ORDER BY id LIMIT $3"
-)
+# What invalidation reads of each table of the outbox (backends.outbox_reader.OUTBOX_TABLES;
+# a table missing here fails at import): topic, entity, supplier id, price list id and source,
+# the typed events of imports without building their payloads.
+_INVALIDATION_COLUMNS = {
+    "events": "topic, entity_id, payload->>'supplierId' AS supplier_id, payload->>'priceListId' AS price_list_id, "
+              "payload->>'source' AS source",
+    "price_change_events": "'price.changed', material_id, supplier_id::text, price_list_id::text, NULL",
+    "material_created_events": "'material.created', material_id, NULL, NULL, 'import'",
+}
+# One ORDER BY id LIMIT per table (as outbox_reader.first_ids_sql), then the merge.
+EVENTS_BETWEEN = "SELECT * FROM (" + " UNION ALL ".join(
+    f"(SELECT id, {_INVALIDATION_COLUMNS[table]} FROM {table} WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3)"
+    for table in OUTBOX_TABLES) + ") e ORDER BY id LIMIT $3"
 
 
 def tags_of_event(topic: str, entity_id: int | None, supplier_id: Any = None, price_list_id: Any = None,
