@@ -62,7 +62,7 @@ class Companion:
     category fifty times builds its row once.
     """
 
-    loader: DataLoader[Any, Any]
+    loader: KnownRows
     build: Callable[[Any], tuple[Any, Any] | None]
     key: Callable[[Any], Any] | None = None
 
@@ -150,26 +150,11 @@ class KnownRows(DataLoader[Any, Any]):
         super().clear_all()
 
 
-def prime(loader: DataLoader[Any, Any], rows: Mapping[Any, Any]) -> None:
-    """Primes `loader` with `rows`: remembered for later if it is a KnownRows loader."""
-    if isinstance(loader, KnownRows):
-        loader.remember(rows)
-    else:
-        loader.prime_many(rows)
-
-
 def prime_companions(rows: Sequence[asyncpg.Record], companions: Sequence[Companion]) -> None:
-    """Primes each companion's loader with the related rows read along with `rows`, so the
-    relation they belong to costs no round trip of its own (built when first asked for, for
-    KnownRows loaders)."""
+    """Remembers, in each companion's loader, the related rows read along with `rows` (built
+    when a key is first asked for), so the relation they belong to costs no round trip."""
     for companion in companions:
-        loader = companion.loader
-        if isinstance(loader, KnownRows):
-            loader.remember_later(functools.partial(related_rows, rows, companion))
-        else:
-            related = related_rows(rows, companion)
-            if related:
-                loader.prime_many(related)
+        companion.loader.remember_later(functools.partial(related_rows, rows, companion))
 
 
 def related_rows(rows: Sequence[asyncpg.Record], companion: Companion) -> dict[Any, Any]:
@@ -229,19 +214,14 @@ def supplier_of(row: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def prime_current_prices(
-    prices: Mapping[int, list[dict[str, Any]]], current_prices: DataLoader[Any, Any] | None,
-    suppliers: DataLoader[Any, Any]
+    prices: Mapping[int, list[dict[str, Any]]], current_prices: KnownRows | None, suppliers: KnownRows
 ) -> None:
-    """Primes the current-prices loader (None: not it) and the suppliers the prices name
-    from the prices a page read along (backends.catalog CatalogReader.material_page_and_prices)."""
+    """Remembers, in the current-prices loader (None: not it) and the suppliers loader, the
+    prices a page read along and the suppliers they name
+    (backends.catalog CatalogReader.material_page_and_prices)."""
     if prices and current_prices is not None:
-        prime(current_prices, prices)
-    if isinstance(suppliers, KnownRows):
-        suppliers.remember_later(functools.partial(named_suppliers, prices))
-    else:
-        named = named_suppliers(prices)
-        if named:
-            suppliers.prime_many(named)
+        current_prices.remember(prices)
+    suppliers.remember_later(functools.partial(named_suppliers, prices))
 
 
 def named_suppliers(prices: Mapping[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
