@@ -47,25 +47,28 @@ class Relation:
         return then(self.loader(context).load(key), self.wrap)
 
 
-def fields_of(selections: Iterable[Any], type_names: frozenset[str]) -> list[SelectedField]:
-    """The fields selected on a type, fragments (on it or its interfaces) flattened."""
+def fields_of(selections: Iterable[Any], type_names: frozenset[str] | None) -> list[SelectedField]:
+    """The fields selected on a type, fragments (on it or its interfaces) flattened; with
+    `type_names` None, every fragment's (selections on an object type, where validation
+    admits only fragments that apply to it)."""
     out: list[SelectedField] = []
     for sel in selections:
         if isinstance(sel, SelectedField):
             out.append(sel)
         elif isinstance(sel, InlineFragment | FragmentSpread):
-            if sel.type_condition is None or sel.type_condition in type_names:
+            if sel.type_condition is None or type_names is None or sel.type_condition in type_names:
                 out.extend(fields_of(sel.selections, type_names))
     return out
 
 
 def nested(selections: Iterable[Any], *path: str) -> list[Any]:
-    """The selections under a path of field names (e.g. "edges", "node"), merged across aliases."""
+    """The selections under a path of field names (e.g. "edges", "node"), merged across aliases
+    and fragments (the types along a path are object types: connections, edges, hits)."""
     current = list(selections)
     for name in path:
         current = [
             child
-            for sel in fields_of(current, frozenset())
+            for sel in fields_of(current, None)
             if sel.name == name
             for child in sel.selections
         ]

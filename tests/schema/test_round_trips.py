@@ -113,3 +113,19 @@ async def test_loaders_answer_from_rows_the_page_read_along(client: httpx.AsyncC
     assert trips <= 2
     without_node = query.replace("node(id: $cat) { ... on Category { name } }", "").replace(", $cat: ID!", "")
     assert (await round_trips(client, without_node, {"n": 20}))[0] == 1
+
+
+async def test_a_page_selected_through_fragments_reads_its_relations_along(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    """Fragments on the connection and on its edges are seen when the page decides what to
+    read along (category, unit, current prices): still one statement, as written inline."""
+    await fill(conn, materials=30)
+    query = """query($n: Int!) { materials(first: $n) { ...Page } }
+        fragment Page on MaterialConnection { edges { ...Edge } }
+        fragment Edge on MaterialEdge { node { name category { name } unit { code }
+            currentPrices { unitPrice supplier { name } } } }"""
+    trips, data = await round_trips(client, query, {"n": 30})
+    inline_trips, inline = await round_trips(client, PAGE_QUERY, {"n": 30})
+    assert data == inline and len(data["materials"]["edges"]) == 30
+    assert trips == inline_trips == 1
