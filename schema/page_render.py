@@ -57,10 +57,11 @@ _PRICE_SUMMARY = {"__typename", "unitPrice", "currency", "supplier"}
 _PRICE_WHOLE = _PRICE_SUMMARY | {"unitCalcPrice", "buyPrice", "salePrice", "stock"}
 _SUPPLIER = {"__typename", "id", "name"}
 _EDGE = {"__typename", "cursor", "node"}
-RENDERABLE = {"MaterialEdge": _EDGE, "Material": _MATERIAL, "Unit": _UNIT, "Category": _CATEGORY,
+_CONNECTION = {"__typename", "edges", "pageInfo", "totalCount"}
+RENDERABLE = {"MaterialConnection": _CONNECTION, "MaterialEdge": _EDGE, "Material": _MATERIAL, "Unit": _UNIT, "Category": _CATEGORY,
               "Price": _PRICE_WHOLE, "Supplier": _SUPPLIER}
 
-_TYPE_NAMES = {"MaterialEdge": {"MaterialEdge"}, "Material": {"Material", "Node"}, "Unit": {"Unit"},
+_TYPE_NAMES = {"MaterialConnection": {"MaterialConnection"}, "MaterialEdge": {"MaterialEdge"}, "Material": {"Material", "Node"}, "Unit": {"Unit"},
                "Category": {"Category", "Node"}, "Price": {"Price"}, "Supplier": {"Supplier", "Node"}}
 
 Fields = dict[str, tuple[str, list[Any]]]  # response key -> (field name, selection sets under it)
@@ -146,8 +147,11 @@ class _Code:
 
 
 def _build(field_nodes: Sequence[Any], fragments: dict[str, Any], whole_prices: bool) -> Callable[[Page], list[Any]] | None:
-    connection = _collect_connection(field_nodes, fragments)
-    if connection is None:
+    connection = _collect([node.selection_set for node in field_nodes], fragments, "MaterialConnection")
+    # One response key for the edges: the rendered list answers the connection's `edges`
+    # attribute, which two aliases with their own selections would each read. (`pageInfo`,
+    # `totalCount` and `__typename` are left to the object path.)
+    if connection is None or sum(name == "edges" for name, _ in connection.values()) != 1:
         return None
     edge_sets = [s for name, sets in connection.values() if name == "edges" for s in sets]
     edge = _collect(edge_sets, fragments, "MaterialEdge")
@@ -174,28 +178,6 @@ def _build(field_nodes: Sequence[Any], fragments: dict[str, Any], whole_prices: 
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(code.lines), "<rendered MaterialConnection.edges>", "exec"), code.env, namespace)
     return namespace["render"]
-
-
-def _collect_connection(field_nodes: Sequence[Any], fragments: dict[str, Any]) -> Fields | None:
-    """The connection's own fields: only `edges` (rendered), `pageInfo`, `totalCount` and
-    `__typename` (left to the object path) may appear."""
-    out: Fields = {}
-    for node in field_nodes:
-        if node.selection_set is None:
-            return None
-        for sel in node.selection_set.selections:
-            if not isinstance(sel, FieldNode) or sel.directives:
-                return None
-            if sel.name.value == "edges" and sel.arguments:
-                return None
-            entry = out.setdefault(sel.alias.value if sel.alias else sel.name.value, (sel.name.value, []))
-            if sel.selection_set is not None:
-                entry[1].append(sel.selection_set)
-    # One response key for the edges: the rendered list answers the connection's `edges`
-    # attribute, which two aliases with their own selections would each read.
-    if sum(name == "edges" for name, _ in out.values()) != 1:
-        return None
-    return out
 
 
 def _material(code: _Code, indent: int, target: str, sets: list[Any], fragments: dict[str, Any],
@@ -315,5 +297,5 @@ def render_edges(renderer: Callable[[Page], list[Any]], page: Page) -> Rendered 
     """The page's edges rendered, or None when a row needs the object path."""
     try:
         return Rendered(renderer(page))
-    except _Fallback:
+    except (_Fallback, KeyError):  # KeyError: a column the page did not read (its read plan's call)
         return None

@@ -262,6 +262,9 @@ RENDERABLE_PAGES = [
        node { currentPrices { ...P } currentPrices { cheap: unitPrice buyPrice salePrice unitCalcPrice stock } } } } }
        fragment A on Material { name sku }
        fragment P on Price { __typename currency supplier { ... on Supplier { __typename name } } }""",
+    # the connection's own fields through a fragment
+    """query($cat: ID) { materials(first: 10, filter: {categoryId: $cat}) { ...C } }
+       fragment C on MaterialConnection { __typename edges { node { name unit { code } } } pageInfo { hasNextPage } }""",
 ]
 
 
